@@ -1,0 +1,289 @@
+"""Running one cell: the context a method works in, and the record that comes out of it."""
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import random
+import resource
+import shutil
+import socket
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from bench import catalog
+from bench.cache import CacheEntry, PhaseCache
+from bench.config import RunConfig
+from bench.data import DataBundle, IndexSampler, dataset_fingerprint, load_dataset
+from bench.masks import (attach_mask, global_topk_mask, prepare_for_state_dict, sparsity_report,
+                         verify_mask)
+from bench.models import build_model
+from bench.store import ResultStore, atomic_torch_save
+from bench.trainer import Hook, Objective, Phase, PhaseResult, Trainer, ce_objective
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run (not what): these never change a result, so they are not in the cell id."""
+
+    device: str = "cpu"
+    data_root: str | None = None
+    download: bool = False
+    progress: bool = True
+    compile: bool = False
+    save_checkpoints: bool = True
+
+
+@dataclass
+class CellContext:
+    """Everything a method needs. Methods call these; the bookkeeping stays here."""
+
+    config: RunConfig
+    data: DataBundle
+    trainer: Trainer
+    cache: PhaseCache
+    work_dir: Path
+    phases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # method-specific record fields
+    expected_sparsity: float | None = None  # None: the method reports what it reached
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.config.option_dict
+
+    @property
+    def temperature(self) -> float:
+        return self.config.resolved_temperature()
+
+    # -- models ------------------------------------------------------------------------------------
+    def make_model(self, name: str | None = None, *, seed_offset: int = 0,
+                   num_classes: int | None = None) -> nn.Module:
+        """A freshly initialised model, seeded by the cell's seed (plus an offset per role)."""
+        spec = self.data.spec
+        with _seeded(self.config.seed * 1000 + seed_offset):
+            model = build_model(name or self.config.model, num_classes or spec.num_classes,
+                                spec.channels, spec.image_size)
+        return self.trainer.prepare(model)
+
+    def phase(self, name: str, epochs: int, **overrides: Any) -> Phase:
+        return Phase.from_config(name, epochs, self.config, **overrides)
+
+    # -- training and timing -----------------------------------------------------------------------
+    def train(self, model: nn.Module, phase: Phase, objective: Objective = ce_objective,
+              hooks: Iterable[Hook] = (), *, sampler: IndexSampler | None = None,
+              record_as: str | None = None) -> PhaseResult:
+        """Train through the one trainer, resumable per epoch, and record the phase."""
+        name = record_as or phase.name
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        result = self.trainer.fit(model, phase, objective, hooks, sampler=sampler,
+                                  checkpoint=self.work_dir / f"{name}.pt")
+        self.phases[name] = {**result.as_record(), "cached": False, "shared": False}
+        return result
+
+    @contextlib.contextmanager
+    def clock(self, name: str, shared: bool = False) -> Iterator[dict[str, Any]]:
+        """Time a step that is not a training phase (scoring, pruning)."""
+        entry: dict[str, Any] = {"epochs": 0, "cached": False, "shared": shared}
+        self.trainer.sync()
+        t0 = time.perf_counter()
+        yield entry
+        self.trainer.sync()
+        entry["seconds"] = entry.get("seconds", 0.0) + time.perf_counter() - t0
+        self.phases[name] = {**self.phases.get(name, {}), **entry}
+
+    def cached_phase(self, kind: str, key: dict[str, Any],
+                     compute: Callable[[], tuple[dict[str, Any], dict[str, Any]]],
+                     phases: Iterable[str] | None = None) -> CacheEntry:
+        """Run `compute` once per key across cells and processes. `compute` returns
+        (payload, meta), where meta["phases"] holds the records of the phases it ran; they are
+        copied into this cell's record, marked shared and, on a hit, cached."""
+        full_key = {"dataset": self.config.dataset, "data": dataset_fingerprint(self.data),
+                    "seed": self.config.seed, "batch_size": self.config.batch_size,
+                    "lr": self.config.lr, "momentum": self.config.momentum,
+                    "weight_decay": self.config.weight_decay, "schedule": self.config.schedule,
+                    **key}
+        entry = self.cache.get_or_compute(kind, full_key, compute)
+        for name, rec in entry.meta.get("phases", {}).items():
+            self.phases[name] = {**rec, "cached": entry.hit, "shared": True, "cache_key": entry.key_hash}
+        return entry
+
+    # -- shared phases used by several methods -----------------------------------------------------
+    def teacher(self) -> nn.Module:
+        """The dense teacher, trained once per (dataset, teacher model, seed, budget)."""
+        cfg = self.config
+        key = {"model": cfg.teacher, "epochs": cfg.teacher_epochs}
+
+        def compute():
+            model = self.make_model(cfg.teacher, seed_offset=1)
+            result = self.trainer.fit(model, self.phase("teacher", cfg.teacher_epochs))
+            acc = self.trainer.accuracy(model, self.data.test)
+            return ({"state_dict": _cpu_state(model)},
+                    {"test_acc": acc, "phases": {"teacher": {**result.as_record()}}})
+
+        entry = self.cached_phase("teacher", key, compute)
+        model = self.make_model(cfg.teacher, seed_offset=1)
+        model.load_state_dict(entry.payload["state_dict"])
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.extra["teacher"] = {"model": cfg.teacher, "test_acc": entry.meta["test_acc"],
+                                 "seconds": entry.meta["phases"]["teacher"]["seconds"],
+                                 "epochs": cfg.teacher_epochs, "cached": entry.hit}
+        return model
+
+    def dense_model(self) -> nn.Module:
+        """The dense network trained with CE, shared by every sparsity (magnitude, random)."""
+        cfg = self.config
+        key = {"model": cfg.model, "epochs": cfg.dense_epochs}
+
+        def compute():
+            model = self.make_model()
+            result = self.trainer.fit(model, self.phase("dense", cfg.dense_epochs))
+            return ({"state_dict": _cpu_state(model)},
+                    {"dense_test_acc": self.trainer.accuracy(model, self.data.test),
+                     "phases": {"dense": result.as_record()}})
+
+        entry = self.cached_phase("dense-ce", key, compute)
+        model = self.make_model()
+        model.load_state_dict(entry.payload["state_dict"])
+        self.extra["dense_test_acc"] = entry.meta["dense_test_acc"]
+        return model
+
+    def prune(self, model: nn.Module, scores: dict[str, torch.Tensor],
+              sparsity: float | None = None) -> None:
+        """Global top-k on `scores` to the exact count, then attach the mask to `model`."""
+        s = self.config.sparsity if sparsity is None else sparsity
+        mask, guarded = global_topk_mask(scores, s)
+        attach_mask(model, mask)
+        if guarded:
+            self.extra.setdefault("guarded_layers", []).extend(guarded)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(state)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+@lru_cache(maxsize=4)
+def cached_dataset(name: str, data_root: str | None, download: bool) -> DataBundle:
+    return load_dataset(name, data_root, download)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:
+        pass
+
+
+def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOptions()) -> dict:
+    """Run one cell and write its record (ok or failed). Returns the record."""
+    method = catalog.METHODS.get(config.method)
+    seed_everything(config.seed)
+    started = time.time()
+    t0 = time.perf_counter()
+    device = torch.device(options.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    ctx: CellContext | None = None
+    record: dict[str, Any] = {"id": config.id, "label": config.label, "config": config.to_dict(),
+                              "temperature": config.resolved_temperature()}
+    try:
+        data = cached_dataset(config.dataset, options.data_root, options.download)
+        trainer = Trainer(data, device, seed=config.seed, compile=options.compile,
+                          progress=options.progress)
+        ctx = CellContext(config, data, trainer, PhaseCache(store.cache_dir),
+                          store.work_dir(config.id), expected_sparsity=config.sparsity)
+        model = method.run(ctx)
+        report = verify_mask(model, ctx.expected_sparsity)
+        with ctx.clock("evaluate"):
+            test_acc = trainer.accuracy(model, data.test)
+        if options.save_checkpoints:
+            path = store.checkpoint_path(config.id)
+            atomic_torch_save({"config": config.to_dict(), "state_dict": _cpu_state(model)}, path)
+            _verify_checkpoint(path, ctx)
+        record.update(status="ok", accuracy={
+            "test": float(test_acc),
+            "val_history": {n: p.get("val_acc", []) for n, p in ctx.phases.items()
+                            if p.get("val_acc")}},
+            sparsity=report.as_record())
+    except Exception as exc:  # the record says why; the grid goes on
+        record.update(status="failed", error={"type": type(exc).__name__, "message": str(exc),
+                                              "traceback": traceback.format_exc()})
+    phases = ctx.phases if ctx else {}
+    cell_seconds = sum(p.get("seconds", 0.0) for p in phases.values() if not p.get("shared"))
+    shared_seconds = sum(p.get("seconds", 0.0) for p in phases.values() if p.get("shared"))
+    record.update(
+        phases=phases,
+        extra=ctx.extra if ctx else {},
+        cost={"seconds_cell": cell_seconds, "seconds_shared": shared_seconds,
+              "seconds_total": cell_seconds + shared_seconds,
+              "seconds_wall_this_run": time.perf_counter() - t0},
+        memory=_peak_memory(device),
+        provenance=provenance(device),
+        started=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+    )
+    store.write(record)
+    if record["status"] == "ok":
+        shutil.rmtree(store.work_dir(config.id), ignore_errors=True)
+    return record
+
+
+def _verify_checkpoint(path: Path, ctx: CellContext) -> None:
+    """Mask contract: after loading a checkpoint, the pruned weights are still zero."""
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_model(ctx.config.model, ctx.data.spec.num_classes, ctx.data.spec.channels,
+                        ctx.data.spec.image_size)
+    prepare_for_state_dict(model, blob["state_dict"])
+    model.load_state_dict(blob["state_dict"])
+    verify_mask(model, ctx.expected_sparsity)
+
+
+def _peak_memory(device: torch.device) -> dict[str, float]:
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    if device.type == "cuda":
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return out
+
+
+@lru_cache(maxsize=1)
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("-dirty" if dirty else "")) or None
+
+
+def provenance(device: torch.device) -> dict[str, Any]:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        (platform.processor() or platform.machine())
+    return {"git_commit": _git_commit(), "torch": torch.__version__,
+            "python": platform.python_version(), "device": str(device), "device_name": name,
+            "host": socket.gethostname(), "threads": torch.get_num_threads(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "plugins": catalog.loaded_plugins()}

@@ -1,0 +1,159 @@
+"""RunConfig: one cell of a grid, validated, with a canonical id."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+from bench.registry import UsageError
+
+SCHEDULES = ("cosine", "step")
+EPOCH_FIELDS = ("teacher_epochs", "dense_epochs", "sparse_epochs", "round_epochs")
+
+OptionValue = Any  # str | int | float | bool
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one result. Fields at their default are left out of the id,
+    so adding a field later does not rename finished runs."""
+
+    method: str = "magnitude"
+    dataset: str = "digits"
+    model: str = "resnet20"
+    teacher: str = "resnet32"
+    sparsity: float = 0.9
+    seed: int = 0
+    temperature: float | None = None  # None: the dataset's default (METHODS.md section 1)
+    alpha: float = 0.9
+    # Per-phase budgets in epochs. Which phases a method uses is the method's business.
+    teacher_epochs: int = 15
+    dense_epochs: int = 15
+    sparse_epochs: int = 10
+    round_epochs: int = 4
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    # Method-specific options, e.g. (("retrain", "ft"),). Defaults are dropped on construction.
+    options: tuple[tuple[str, OptionValue], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        from bench import catalog
+
+        catalog.load_builtins()
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("float", "float | None") and isinstance(value, (int, float)) \
+                    and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+        self._check_numbers()
+        method = catalog.METHODS.get(self.method)
+        object.__setattr__(self, "method", catalog.METHODS.canonical(self.method))
+        for name, registry in (("dataset", catalog.DATASETS), ("model", catalog.MODELS),
+                               ("teacher", catalog.MODELS)):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise UsageError(f"{name}={value!r} is invalid; expected a name")
+            if registry is catalog.MODELS and value.startswith("timm:") and len(value) > 5:
+                continue  # checked against timm's list when built; importing timm here is slow
+            registry.get(value)
+            object.__setattr__(self, name, registry.canonical(value))
+        object.__setattr__(self, "options", method.normalize_options(dict(self.options)))
+
+    def _check_numbers(self) -> None:
+        def bad(name: str, valid: str) -> UsageError:
+            return UsageError(f"{name}={getattr(self, name)!r} is invalid; {valid}")
+
+        if not _finite(self.sparsity) or not 0.0 <= self.sparsity < 1.0:
+            raise bad("sparsity", "must be a number in [0, 1)")
+        if self.temperature is not None and (not _finite(self.temperature) or self.temperature <= 0):
+            raise bad("temperature", "must be a number > 0")
+        if not _finite(self.alpha) or not 0.0 <= self.alpha <= 1.0:
+            raise bad("alpha", "must be a number in [0, 1]")
+        for name in EPOCH_FIELDS + ("seed",):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise bad(name, "must be an integer >= 0")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
+                or self.batch_size < 1:
+            raise bad("batch_size", "must be an integer >= 1")
+        if not _finite(self.lr) or self.lr <= 0:
+            raise bad("lr", "must be a number > 0")
+        if not _finite(self.momentum) or not 0.0 <= self.momentum < 1.0:
+            raise bad("momentum", "must be a number in [0, 1)")
+        if not _finite(self.weight_decay) or self.weight_decay < 0:
+            raise bad("weight_decay", "must be a number >= 0")
+        if self.schedule not in SCHEDULES:
+            raise bad("schedule", f"valid: {', '.join(SCHEDULES)}")
+
+    # -- identity -------------------------------------------------------------------------
+    def canonical(self) -> dict[str, Any]:
+        """The fields that differ from their defaults; the id is a hash of this."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value != f.default and not (f.name == "options" and not value):
+                out[f.name] = dict(value) if f.name == "options" else value
+        return out
+
+    @property
+    def id(self) -> str:
+        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def option_dict(self) -> dict[str, OptionValue]:
+        from bench import catalog
+
+        return catalog.METHODS.get(self.method).resolve_options(dict(self.options))
+
+    @property
+    def label(self) -> str:
+        """The row name in tables: method plus the options that make it a variant."""
+        from bench import catalog
+
+        return catalog.METHODS.get(self.method).label(dict(self.options))
+
+    def resolved_temperature(self) -> float:
+        from bench import catalog
+
+        if self.temperature is not None:
+            return self.temperature
+        return catalog.DATASETS.get(self.dataset).default_temperature
+
+    # -- (de)serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["options"] = dict(self.options)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UsageError(f"unknown config field(s) {', '.join(map(repr, unknown))}; "
+                             f"valid: {', '.join(sorted(known))}")
+        d = dict(data)
+        if "options" in d:
+            opts = d["options"]
+            d["options"] = tuple(sorted(dict(opts).items())) if isinstance(opts, Mapping) else \
+                tuple(tuple(p) for p in opts)
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        if "options" in changes and isinstance(changes["options"], Mapping):
+            changes["options"] = tuple(sorted(changes["options"].items()))
+        return dataclasses.replace(self, **changes)
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+CONFIG_FIELDS = tuple(f.name for f in fields(RunConfig))

@@ -1,0 +1,393 @@
+"""Datasets as uint8 image tensors + labels, and a loader that keeps the whole split on the device.
+
+Every dataset yields (train, test); the validation split is carved from the training set with a
+fixed generator, so it is identical for every method, seed and grid.
+"""
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from bench.catalog import DATASETS
+from bench.registry import UsageError
+
+VAL_SPLIT_SEED = 20251120
+
+
+class DataError(UsageError):
+    """A data root that is missing, incomplete or malformed."""
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # uint8, N x C x H x W
+    labels: torch.Tensor  # int64, N
+
+    def __post_init__(self) -> None:
+        assert self.images.dtype == torch.uint8 and self.images.dim() == 4, self.images.shape
+        assert self.labels.dtype == torch.int64 and len(self.labels) == len(self.images)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> "Split":
+        return Split(self.images[index], self.labels[index])
+
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    num_classes: int
+    channels: int
+    image_size: int
+    load: Callable[[Path | None, bool], tuple[Split, Split]]  # (data_root, download) -> train, test
+    crop_padding: int = 4
+    flip: bool = True
+    val_fraction: float = 0.1
+    default_temperature: float = 3.0
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    spec: DatasetSpec
+    train: Split
+    val: Split
+    test: Split
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to(self, device: torch.device | str) -> "DataBundle":
+        return DataBundle(self.spec, self.train.to(device), self.val.to(device),
+                          self.test.to(device), self.mean, self.std)
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    return DATASETS.register(spec.name)(spec)
+
+
+def load_dataset(name: str, data_root: str | Path | None = None, download: bool = False,
+                 ) -> DataBundle:
+    spec = DATASETS.get(name)
+    root = Path(data_root).expanduser() if data_root else None
+    train, test = spec.load(root, download)
+    _check_labels(spec, train, "train")
+    _check_labels(spec, test, "test")
+    train, val = carve_validation(train, spec.val_fraction)
+    imgs = train.images.float() / 255.0
+    mean = tuple(imgs.mean(dim=(0, 2, 3)).tolist())
+    std = tuple(imgs.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+    return DataBundle(spec, train, val, test, mean, std)
+
+
+def carve_validation(train: Split, fraction: float) -> tuple[Split, Split]:
+    g = torch.Generator().manual_seed(VAL_SPLIT_SEED)
+    perm = torch.randperm(len(train), generator=g)
+    n_val = int(round(fraction * len(train)))
+    return train.subset(perm[n_val:].sort().values), train.subset(perm[:n_val].sort().values)
+
+
+def _check_labels(spec: DatasetSpec, split: Split, what: str) -> None:
+    if len(split) == 0:
+        raise DataError(f"{spec.name}: the {what} split is empty")
+    lo, hi = int(split.labels.min()), int(split.labels.max())
+    if lo < 0 or hi >= spec.num_classes:
+        raise DataError(f"{spec.name}: {what} labels span {lo}..{hi}; expected 0..{spec.num_classes - 1}")
+    c, h, w = split.images.shape[1:]
+    if (c, h, w) != (spec.channels, spec.image_size, spec.image_size):
+        raise DataError(f"{spec.name}: {what} images are {c}x{h}x{w}; expected "
+                        f"{spec.channels}x{spec.image_size}x{spec.image_size}")
+
+
+# ---------------------------------------------------------------------------------------------
+# digits: scikit-learn's bundled handwritten digits, the default that needs no download
+
+
+def _load_digits(root: Path | None, download: bool) -> tuple[Split, Split]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # Values are 0..16 counts of set pixels in a 4x4 block; scale to the uint8 range.
+    images = torch.from_numpy(bunch.images).mul(255.0 / 16.0).round().to(torch.uint8).unsqueeze(1)
+    labels = torch.from_numpy(bunch.target).long()
+    g = torch.Generator().manual_seed(VAL_SPLIT_SEED + 1)
+    perm = torch.randperm(len(labels), generator=g)
+    n_test = len(labels) // 5
+    test_idx, train_idx = perm[:n_test].sort().values, perm[n_test:].sort().values
+    return Split(images[train_idx], labels[train_idx]), Split(images[test_idx], labels[test_idx])
+
+
+register_dataset(DatasetSpec("digits", num_classes=10, channels=1, image_size=8, load=_load_digits,
+                             crop_padding=1, flip=False))  # a mirrored digit is another glyph
+
+
+# ---------------------------------------------------------------------------------------------
+# synthetic: tiny generated data for tests (class-dependent mean patterns plus noise)
+
+
+def _load_synthetic(root: Path | None, download: bool) -> tuple[Split, Split]:
+    g = torch.Generator().manual_seed(7)
+    classes, size = 4, 8
+    prototypes = torch.rand(classes, 3, size, size, generator=g) * 200 + 20
+
+    def make(n: int) -> Split:
+        labels = torch.arange(n) % classes
+        noise = torch.randn(n, 3, size, size, generator=g) * 25
+        images = (prototypes[labels] + noise).clamp(0, 255).to(torch.uint8)
+        return Split(images, labels.long())
+
+    return make(320), make(128)
+
+
+register_dataset(DatasetSpec("synthetic", num_classes=4, channels=3, image_size=8,
+                             load=_load_synthetic, crop_padding=1))
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10 / CIFAR-100: the official python pickle release, read directly
+
+
+def _read_pickle(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"missing file {path}")
+    try:
+        with open(path, "rb") as fh:
+            return pickle.load(fh, encoding="latin1")
+    except Exception as exc:
+        raise DataError(f"{path} is not a readable CIFAR pickle ({type(exc).__name__}: {exc})") \
+            from exc
+
+
+def _cifar_arrays(path: Path, label_key: str, expected: int | None) -> Split:
+    entry = _read_pickle(path)
+    if "data" not in entry or label_key not in entry:
+        raise DataError(f"{path} lacks the keys 'data' and {label_key!r} (has {sorted(entry)})")
+    data = torch.as_tensor(entry["data"])
+    labels = torch.as_tensor(list(entry[label_key]), dtype=torch.int64)
+    if data.dtype != torch.uint8 or data.dim() != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path}: 'data' is {tuple(data.shape)} {data.dtype}; expected N x 3072 uint8")
+    if expected is not None and len(data) != expected:
+        raise DataError(f"{path}: holds {len(data)} images; expected {expected}")
+    if len(labels) != len(data):
+        raise DataError(f"{path}: {len(labels)} labels for {len(data)} images")
+    return Split(data.reshape(-1, 3, 32, 32).contiguous(), labels)
+
+
+def _cifar_folder(root: Path | None, name: str, subdir: str, download: bool) -> Path:
+    if root is None:
+        raise DataError(f"{name} needs --data-root DIR holding {subdir}/ (the official python release)")
+    if download:
+        import torchvision
+
+        cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+        root.mkdir(parents=True, exist_ok=True)
+        cls(str(root), train=True, download=True)
+    for candidate in (root / subdir, root):
+        if (candidate / ("test_batch" if name == "cifar10" else "test")).exists():
+            return candidate
+    if not root.exists():
+        raise DataError(f"--data-root {root} does not exist (expected it to hold {subdir}/)")
+    raise DataError(f"{root} does not hold {subdir}/ with the official {name} python release "
+                    f"(use --download where the internet is reachable)")
+
+
+def _load_cifar10(root: Path | None, download: bool) -> tuple[Split, Split]:
+    folder = _cifar_folder(root, "cifar10", "cifar-10-batches-py", download)
+    # Batch sizes are checked as a whole (50,000) so that small test copies in the same layout load.
+    parts = [_cifar_arrays(folder / f"data_batch_{i}", "labels", None) for i in range(1, 6)]
+    train = Split(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
+    return train, _cifar_arrays(folder / "test_batch", "labels", None)
+
+
+def _load_cifar100(root: Path | None, download: bool) -> tuple[Split, Split]:
+    folder = _cifar_folder(root, "cifar100", "cifar-100-python", download)
+    return (_cifar_arrays(folder / "train", "fine_labels", None),
+            _cifar_arrays(folder / "test", "fine_labels", None))
+
+
+register_dataset(DatasetSpec("cifar10", 10, 3, 32, _load_cifar10))
+register_dataset(DatasetSpec("cifar100", 100, 3, 32, _load_cifar100))
+
+
+# ---------------------------------------------------------------------------------------------
+# TinyImageNet-200: folder of JPEGs, decoded once and cached as a tensor file beside it
+
+TINY_CACHE = "prunebench-decoded-v1.pt"
+
+
+def _load_tinyimagenet(root: Path | None, download: bool) -> tuple[Split, Split]:
+    if root is None:
+        raise DataError("tinyimagenet needs --data-root DIR holding tiny-imagenet-200/")
+    if download:
+        raise DataError("tinyimagenet has no downloader here; unpack tiny-imagenet-200.zip "
+                        "under --data-root")
+    folder = root / "tiny-imagenet-200" if (root / "tiny-imagenet-200").is_dir() else root
+    wnids_file = folder / "wnids.txt"
+    if not wnids_file.is_file():
+        raise DataError(f"missing file {wnids_file} (expected the tiny-imagenet-200/ layout)")
+    cache = folder / TINY_CACHE
+    if cache.is_file():
+        try:
+            blob = torch.load(cache, weights_only=True)
+            return Split(blob["train_x"], blob["train_y"]), Split(blob["test_x"], blob["test_y"])
+        except Exception:
+            pass  # a truncated cache is rebuilt below
+    wnids = [w.strip() for w in wnids_file.read_text().split() if w.strip()]
+    index = {w: i for i, w in enumerate(wnids)}
+    train_files: list[tuple[Path, int]] = []
+    for wnid in wnids:
+        image_dir = folder / "train" / wnid / "images"
+        if not image_dir.is_dir():
+            raise DataError(f"missing folder {image_dir}")
+        train_files += [(p, index[wnid]) for p in sorted(image_dir.glob("*.JPEG"))]
+    ann = folder / "val" / "val_annotations.txt"
+    if not ann.is_file():
+        raise DataError(f"missing file {ann}")
+    val_files: list[tuple[Path, int]] = []
+    for line in ann.read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) < 2:
+            continue
+        if parts[1] not in index:
+            raise DataError(f"{ann}: class {parts[1]!r} is not in wnids.txt")
+        val_files.append((folder / "val" / "images" / parts[0], index[parts[1]]))
+    train, test = _decode(train_files), _decode(val_files)
+    from bench.store import atomic_torch_save
+
+    atomic_torch_save({"train_x": train.images, "train_y": train.labels,
+                        "test_x": test.images, "test_y": test.labels}, cache)
+    return train, test
+
+
+def _decode(files: Sequence[tuple[Path, int]]) -> Split:
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    images = []
+    for path, _ in files:
+        if not path.is_file():
+            raise DataError(f"missing image {path}")
+        img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+        if img.shape != (3, 64, 64):
+            raise DataError(f"{path} is {tuple(img.shape)}; expected 3x64x64")
+        images.append(img)
+    if not images:
+        raise DataError("no images found")
+    return Split(torch.stack(images), torch.tensor([y for _, y in files], dtype=torch.int64))
+
+
+register_dataset(DatasetSpec("tinyimagenet", 200, 3, 64, _load_tinyimagenet,
+                             default_temperature=5.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# The device-resident loader
+
+
+class Batch(NamedTuple):
+    x: torch.Tensor  # float, normalised, on the device
+    y: torch.Tensor  # int64 labels
+    idx: torch.Tensor  # positions in the split (for per-sample state such as PS-KD's table)
+
+
+IndexSampler = Callable[[int, torch.Generator], list[torch.Tensor]]
+"""(epoch, generator) -> the epoch's batches as index tensors; lets a method pair samples."""
+
+
+class DeviceLoader:
+    """The whole split lives on the device as uint8; crop, flip and normalisation run per batch."""
+
+    def __init__(self, split: Split, bundle: DataBundle, batch_size: int, *, train: bool,
+                 seed: int = 0, device: torch.device | str = "cpu", channels_last: bool = False,
+                 sampler: IndexSampler | None = None):
+        self.device = torch.device(device)
+        self.split = split.to(self.device)
+        self.batch_size = batch_size
+        self.train = train
+        self.pad = bundle.spec.crop_padding if train else 0
+        self.flip = bundle.spec.flip and train
+        self.channels_last = channels_last
+        self.sampler = sampler
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch = 0
+        shape = (1, -1, 1, 1)
+        self.mean = torch.tensor(bundle.mean, device=self.device).view(shape) * 255.0
+        self.inv_std = 1.0 / (torch.tensor(bundle.std, device=self.device).view(shape) * 255.0)
+
+    def index_batches(self) -> list[torch.Tensor]:
+        n = len(self.split)
+        if self.sampler is not None:
+            return self.sampler(self.epoch, self.generator)
+        if not self.train:
+            return list(torch.arange(n).split(self.batch_size))
+        batches = list(torch.randperm(n, generator=self.generator).split(self.batch_size))
+        # A last batch of one sample breaks BatchNorm, and a ragged one adds noise: drop it.
+        if len(batches) > 1 and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return batches
+
+    def __len__(self) -> int:
+        n = len(self.split)
+        if self.train and self.sampler is None and n > self.batch_size:
+            return n // self.batch_size
+        return -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        batches = self.index_batches()
+        self.epoch += 1
+        if not batches:
+            return
+        total = sum(len(b) for b in batches)
+        # All of the epoch's random numbers are drawn at once on the host and moved in one copy.
+        if self.pad:
+            shifts = torch.randint(0, 2 * self.pad + 1, (2, total), generator=self.generator)
+        if self.flip:
+            flips = torch.rand(total, generator=self.generator) < 0.5
+        index = torch.cat(batches).to(self.device, non_blocking=True)
+        extras = []
+        if self.pad:
+            extras.append(shifts.to(self.device, non_blocking=True))
+        if self.flip:
+            extras.append(flips.to(self.device, non_blocking=True))
+        start = 0
+        for b in batches:
+            sl = slice(start, start + len(b))
+            start += len(b)
+            idx = index[sl]
+            images = self.split.images[idx]
+            if self.pad:
+                images = random_crop(images, self.pad, extras[0][:, sl])
+            if self.flip:
+                images = torch.where(extras[-1][sl].view(-1, 1, 1, 1), images.flip(3), images)
+            x = (images.float() - self.mean) * self.inv_std
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield Batch(x, self.split.labels[idx], idx)
+
+
+def random_crop(images: torch.Tensor, pad: int, shifts: torch.Tensor) -> torch.Tensor:
+    """Zero-pad by `pad` and take one crop per image at offsets `shifts` (2 x B), in one gather."""
+    b, c, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad))
+    rows = (shifts[0].view(b, 1) + torch.arange(h, device=images.device)).view(b, 1, h, 1)
+    cols = (shifts[1].view(b, 1) + torch.arange(w, device=images.device)).view(b, 1, 1, w)
+    batch = torch.arange(b, device=images.device).view(b, 1, 1, 1)
+    chan = torch.arange(c, device=images.device).view(1, c, 1, 1)
+    return padded[batch, chan, rows, cols]
+
+
+def dataset_fingerprint(bundle: DataBundle) -> str:
+    """A short content hash, so caches never mix two different copies of a dataset."""
+    h = hashlib.sha256()
+    for split in (bundle.train, bundle.test):
+        h.update(str(tuple(split.images.shape)).encode())
+        h.update(split.images[:: max(1, len(split) // 64)].cpu().numpy().tobytes())
+        h.update(split.labels.cpu().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,117 @@
+"""The method interface: what a pruning method receives and what it must return.
+
+A method is a function `run(ctx: CellContext) -> nn.Module` registered with `register_method`.
+It gets everything through `ctx` (bench/cell.py): the config, the data, a model factory, the one
+trainer, the phase cache and the clock. It returns the final masked model; the harness evaluates
+it on the test split, checks the mask contract, saves it and writes the record.
+
+    @register_method("magnitude", options={"finetune_lr": Option(0.01)})
+    def magnitude(ctx):
+        model = ctx.dense_model()                  # cached: shared by every sparsity
+        with ctx.clock("prune"):
+            ctx.prune(model, magnitude_scores(model))
+        ctx.train(model, ctx.phase("finetune", ctx.config.sparse_epochs))
+        return model
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from bench.catalog import METHODS
+from bench.registry import UsageError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from bench.cell import CellContext
+
+
+@dataclass(frozen=True)
+class Option:
+    """A method-specific option: its default, and optionally the valid choices or a check."""
+
+    default: Any
+    choices: tuple[Any, ...] | None = None
+    check: Callable[[Any], bool] | None = None
+    valid: str = ""  # how to describe valid values when `check` fails
+    help: str = ""
+
+    def coerce(self, name: str, value: Any) -> Any:
+        kind = type(self.default)
+        if isinstance(value, str) and kind is not str:
+            try:
+                value = {"true": True, "false": False}[value.lower()] if kind is bool \
+                    else kind(value)
+            except (ValueError, KeyError):
+                raise UsageError(f"option {name}={value!r} is invalid; expected a {kind.__name__}") \
+                    from None
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise UsageError(f"option {name}={value!r} is invalid; expected a {kind.__name__}")
+        if self.choices is not None and value not in self.choices:
+            raise UsageError(f"option {name}={value!r} is invalid; valid: "
+                             f"{', '.join(map(str, self.choices))}")
+        if self.check is not None and not self.check(value):
+            raise UsageError(f"option {name}={value!r} is invalid; {self.valid or 'see the docs'}")
+        return value
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    run: Callable[["CellContext"], "nn.Module"]
+    options: Mapping[str, Option] = field(default_factory=dict)
+    uses_temperature: bool = False  # grids sweep temperatures only for methods that use one
+    label_options: tuple[str, ...] = ()  # options always shown in the row label
+    description: str = ""
+
+    def normalize_options(self, given: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+        out = {}
+        for key, value in given.items():
+            if key not in self.options:
+                valid = ", ".join(sorted(self.options)) or "none"
+                raise UsageError(f"unknown option {key!r} for method {self.name!r}; valid: {valid}")
+            value = self.options[key].coerce(key, value)
+            if value != self.options[key].default:
+                out[key] = value
+        return tuple(sorted(out.items()))
+
+    def resolve_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: given.get(k, opt.default) for k, opt in self.options.items()}
+
+    def label(self, given: Mapping[str, Any]) -> str:
+        resolved = self.resolve_options(given)
+        parts = [f"{resolved[k]}" for k in self.label_options]
+        parts += [f"{k}={v}" for k, v in sorted(given.items()) if k not in self.label_options]
+        if not parts:
+            return self.name
+        first = "-".join([self.name] + parts[:len(self.label_options)])
+        rest = parts[len(self.label_options):]
+        return first + (f"[{','.join(rest)}]" if rest else "")
+
+
+def register_method(name: str, *, options: Mapping[str, Option] | None = None,
+                    uses_temperature: bool = False, label_options: tuple[str, ...] = (),
+                    description: str = "", replace: bool = False):
+    """Register `run(ctx) -> model` under `name`. A clash with an existing name is an error."""
+    def decorator(run: Callable[["CellContext"], "nn.Module"]):
+        method = Method(name, run, dict(options or {}), uses_temperature, label_options,
+                        description or (run.__doc__ or "").strip().split("\n")[0])
+        METHODS.register(name, replace=replace)(method)
+        return run
+    return decorator
+
+
+def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """'tg-oneshot:retrain=ft,score=grad' -> ('tg-oneshot', {'retrain': 'ft', 'score': 'grad'})."""
+    name, _, rest = spec.partition(":")
+    options = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"method spec {spec!r}: {part!r} is not key=value "
+                             f"(form: name[:key=value,...])")
+        options[key.strip()] = value.strip()
+    return name.strip(), options

@@ -1,0 +1,224 @@
+"""`python -m bench.run`: expand a grid, run its missing cells, print and write the results table."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from bench.registry import UsageError
+
+DEFAULT_RESULTS = "results/store"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments: one line naming the problem, exit code 2 (argparse prints the usage too)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--grid", default="quick",
+                        help="a named grid (quick, paper, ...) or a grid YAML file (default: quick)")
+    parser.add_argument("--results", default=DEFAULT_RESULTS, metavar="DIR",
+                        help=f"results store (default: {DEFAULT_RESULTS})")
+    parser.add_argument("--methods", help="comma-separated method names or specs (name:key=val)")
+    parser.add_argument("--datasets", help="comma-separated datasets")
+    parser.add_argument("--sparsities", help="comma-separated sparsities in [0, 1)")
+    parser.add_argument("--seeds", help="comma-separated integer seeds")
+    parser.add_argument("--temperatures", help="comma-separated temperatures > 0 (KD methods)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a config field for every cell, e.g. --set dense_epochs=5")
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+                        help="import a file or module that registers methods/models/datasets/grids")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python -m bench.run", description=__doc__)
+    add_common(p)
+    p.add_argument("--data-root", metavar="DIR", help="folder holding the datasets' files")
+    p.add_argument("--download", action="store_true", help="download datasets (needs internet)")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and their ids, run none")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--force", action="store_true", help="rerun cells that already have a record")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    p.add_argument("--no-checkpoints", action="store_true", help="do not save final models")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def _split(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise UsageError(f"empty list {text!r}")
+    return items
+
+
+def _numbers(text: str | None, kind: type, what: str) -> list[Any] | None:
+    items = _split(text)
+    if items is None:
+        return None
+    out = []
+    for item in items:
+        try:
+            out.append(kind(item))
+        except ValueError:
+            raise UsageError(f"{what} {item!r} is not a{'n integer' if kind is int else ' number'}") \
+                from None
+    return out
+
+
+def parse_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def select_cells(args: argparse.Namespace):
+    """The grid's cells after the command line's selections and overrides."""
+    import dataclasses
+
+    from bench import catalog
+    from bench.grids import load_grid
+    from bench.method import parse_method_spec
+
+    for plugin in args.plugin:
+        catalog.load_plugin(plugin)
+    catalog.load_builtins()
+    grid = load_grid(args.grid)
+    changes: dict[str, Any] = {}
+    methods = _split(args.methods)
+    if methods is not None:
+        chosen: list[str] = []
+        for item in methods:
+            name, _ = parse_method_spec(item)
+            catalog.METHODS.get(name)  # unknown names fail here, listing the valid ones
+            matches = [m for m in grid.methods
+                       if m == item or parse_method_spec(m)[0] == catalog.METHODS.canonical(item)]
+            chosen += matches or [item]
+        changes["methods"] = tuple(dict.fromkeys(chosen))
+    datasets = _split(args.datasets)
+    if datasets is not None:
+        for d in datasets:
+            catalog.DATASETS.get(d)
+        changes["datasets"] = tuple(catalog.DATASETS.canonical(d) for d in datasets)
+    for field, kind, what in (("sparsities", float, "sparsity"), ("seeds", int, "seed"),
+                              ("temperatures", float, "temperature")):
+        values = _numbers(getattr(args, field), kind, what)
+        if values is not None:
+            changes[field] = tuple(values)
+    overrides = {}
+    for item in args.set:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise UsageError(f"--set {item!r} is not FIELD=VALUE")
+        overrides[key.strip()] = parse_value(value)
+    if overrides:
+        changes["base"] = {**grid.base, **overrides}
+        changes["per_dataset"] = {d: {k: v for k, v in o.items() if k not in overrides}
+                                  for d, o in grid.per_dataset.items()}
+    if changes:
+        if "sparsities" in changes or "methods" in changes:
+            # the grid's extra points belong to its own selection of methods and sparsities
+            keep = set(changes.get("methods", grid.methods))
+            changes["extra_points"] = tuple(p for p in grid.extra_points
+                                            if p[0] in keep and "sparsities" not in changes)
+        grid = dataclasses.replace(grid, **changes)
+    return grid, grid.cells()
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r} is invalid; valid: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name!r}: CUDA is not available on this machine; use cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name!r} is invalid; valid: auto, cpu, cuda, cuda:N")
+    return str(device)
+
+
+def preflight_data(cells, args) -> None:
+    """Load each dataset once before running anything, so a bad data root fails fast (exit 2)."""
+    from bench.cell import cached_dataset
+
+    for dataset in dict.fromkeys(c.dataset for c in cells):
+        cached_dataset(dataset, args.data_root, args.download)
+
+
+def print_dry_run(grid, cells, store) -> None:
+    print(f"grid {grid.name}: {len(cells)} cells")
+    for c in cells:
+        state = "done" if store.is_done(c.id) else "todo"
+        print(f"  {c.id}  {state:4}  {c.label:28} {c.dataset:12} s={c.sparsity:<6g} "
+              f"T={c.resolved_temperature():g} seed={c.seed}")
+
+
+def write_tables(grid, cells, store) -> str:
+    from bench.tables import accuracy_table, expected_frame, merge_status, to_markdown
+    from bench.store import atomic_write_bytes
+
+    merged = merge_status(expected_frame(cells), store.frame([c.id for c in cells]))
+    parts = []
+    for dataset in dict.fromkeys(c.dataset for c in cells):
+        table = accuracy_table(merged, dataset)
+        parts.append(f"### {grid.name}: {dataset}, test accuracy % (mean ± std over seeds)\n\n"
+                     + to_markdown(table))
+    text = "\n\n".join(parts) + "\n"
+    out = store.tables_dir
+    atomic_write_bytes(out / f"{grid.name}.md", text.encode())
+    atomic_write_bytes(out / f"{grid.name}.csv", merged.to_csv(index=False).encode())
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished cells are saved, run again to continue", file=sys.stderr)
+        return 130
+
+
+def _main(args: argparse.Namespace) -> int:
+    from bench.store import ResultStore
+
+    grid, cells = select_cells(args)
+    store = ResultStore(args.results)
+    if args.dry_run:
+        print_dry_run(grid, cells, store)
+        return 0
+    device = resolve_device(args.device)
+    preflight_data(cells, args)
+
+    from bench.cell import RunOptions
+    from bench.dispatch import run_inprocess
+
+    options = RunOptions(device=device, data_root=args.data_root, download=args.download,
+                         progress=not args.no_progress, compile=args.compile,
+                         save_checkpoints=not args.no_checkpoints)
+    outcome = run_inprocess(cells, store, options, force=args.force)
+    print(write_tables(grid, cells, store))
+    print(f"{len(outcome.ran)} ran, {len(outcome.skipped)} already done, "
+          f"{len(outcome.failed)} failed, {len(outcome.busy)} running elsewhere; "
+          f"records in {Path(args.results) / 'records'}, tables in {store.tables_dir}")
+    return 1 if outcome.failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,33 @@
+"""Global magnitude and random pruning (METHODS.md section 2).
+
+Train dense with CE (shared by every sparsity through the cache), keep the top (1 - s) of |θ|
+over all prunable weights with one threshold (or a uniformly random subset of the same size),
+fine-tune with CE.
+"""
+from __future__ import annotations
+
+import torch
+
+from bench.masks import magnitude_scores, random_scores
+from bench.method import register_method
+
+
+@register_method("magnitude")
+def magnitude(ctx):
+    """Train dense, prune by global |w| to the exact count, fine-tune with CE."""
+    model = ctx.dense_model()
+    with ctx.clock("prune"):
+        ctx.prune(model, magnitude_scores(model))
+    ctx.train(model, ctx.phase("finetune", ctx.config.sparse_epochs))
+    return model
+
+
+@register_method("random")
+def random_pruning(ctx):
+    """Train dense, keep a uniformly random subset of the same size, fine-tune with CE."""
+    model = ctx.dense_model()
+    with ctx.clock("prune"):
+        generator = torch.Generator().manual_seed(ctx.config.seed)
+        ctx.prune(model, random_scores(model, generator))
+    ctx.train(model, ctx.phase("finetune", ctx.config.sparse_epochs))
+    return model
