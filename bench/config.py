@@ -64,6 +64,10 @@ class RunConfig:
             registry.get(value)
             object.__setattr__(self, name, registry.canonical(value))
         object.__setattr__(self, "options", method.normalize_options(dict(self.options)))
+        for name in method.requires_epochs:
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name}={getattr(self, name)} is invalid for method "
+                                 f"{self.method!r}; it must be >= 1")
 
     def _check_numbers(self) -> None:
         def bad(name: str, valid: str) -> UsageError:

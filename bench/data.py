@@ -268,19 +268,22 @@ def _load_tinyimagenet(root: Path | None, download: bool) -> tuple[Split, Split]
 
 
 def _decode(files: Sequence[tuple[Path, int]]) -> Split:
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    import numpy as np
+    from PIL import Image
 
     images = []
     for path, _ in files:
         if not path.is_file():
             raise DataError(f"missing image {path}")
-        img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+        with Image.open(path) as im:
+            img = torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1)
         if img.shape != (3, 64, 64):
             raise DataError(f"{path} is {tuple(img.shape)}; expected 3x64x64")
         images.append(img)
     if not images:
         raise DataError("no images found")
-    return Split(torch.stack(images), torch.tensor([y for _, y in files], dtype=torch.int64))
+    return Split(torch.stack(images).contiguous(),
+                 torch.tensor([y for _, y in files], dtype=torch.int64))
 
 
 register_dataset(DatasetSpec("tinyimagenet", 200, 3, 64, _load_tinyimagenet,

@@ -68,7 +68,7 @@ QUICK_BASE = {"model": "resnet20", "teacher": "resnet32", "teacher_epochs": 15,
 register_grid(Grid(
     name="quick",
     description="digits, the CPU default: a few minutes on 2 cores, no download",
-    methods=("magnitude", "random"),
+    methods=("magnitude", "random", "tg-oneshot:retrain=ft", "tg-oneshot:retrain=kd"),
     datasets=("digits",),
     sparsities=(0.5, 0.9, 0.98),
     base=QUICK_BASE,

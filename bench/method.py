@@ -65,6 +65,7 @@ class Method:
     options: Mapping[str, Option] = field(default_factory=dict)
     uses_temperature: bool = False  # grids sweep temperatures only for methods that use one
     label_options: tuple[str, ...] = ()  # options always shown in the row label
+    requires_epochs: tuple[str, ...] = ()  # budget fields that must be >= 1 for this method
     description: str = ""
 
     def normalize_options(self, given: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -94,10 +95,12 @@ class Method:
 
 def register_method(name: str, *, options: Mapping[str, Option] | None = None,
                     uses_temperature: bool = False, label_options: tuple[str, ...] = (),
-                    description: str = "", replace: bool = False):
+                    requires_epochs: tuple[str, ...] = (), description: str = "",
+                    replace: bool = False):
     """Register `run(ctx) -> model` under `name`. A clash with an existing name is an error."""
     def decorator(run: Callable[["CellContext"], "nn.Module"]):
         method = Method(name, run, dict(options or {}), uses_temperature, label_options,
+                        requires_epochs,
                         description or (run.__doc__ or "").strip().split("\n")[0])
         METHODS.register(name, replace=replace)(method)
         return run

@@ -1,0 +1,24 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+# Tiny budgets for end-to-end cells: the synthetic dataset and the plain CNN run in ~1 s a cell.
+TINY = dict(dataset="synthetic", model="smallcnn", teacher="smallcnn", teacher_epochs=1,
+            dense_epochs=1, sparse_epochs=1, round_epochs=1, batch_size=32)
+
+
+@pytest.fixture
+def tiny():
+    return dict(TINY)
+
+
+def run_cli(module, *args, cwd=None, timeout=600):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd or ROOT,
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,78 @@
+import pytest
+
+from bench.config import RunConfig
+from bench.registry import UsageError
+
+
+def test_ids_are_pinned():
+    # A change to these literals renames every finished run: do it only on purpose.
+    assert RunConfig().id == "44136fa355b3"
+    assert RunConfig(method="random", sparsity=0.98).id == "415d9cd56cf6"
+    assert RunConfig(method="tg-oneshot", options=(("retrain", "ft"),), sparsity=0.5).id == \
+        "c3c836d113e3"
+
+
+def test_defaults_are_left_out_of_the_id():
+    assert RunConfig().canonical() == {}
+    assert RunConfig(sparsity=0.9).id == RunConfig().id
+    assert RunConfig(seed=1).canonical() == {"seed": 1}
+    # an option at its default is the same cell as no option
+    assert RunConfig(method="tg-oneshot", options=(("retrain", "kd"),)).id == \
+        RunConfig(method="tg-oneshot").id
+    assert RunConfig(method="tg-oneshot", options=(("retrain", "ft"),)).id != \
+        RunConfig(method="tg-oneshot").id
+
+
+def test_int_and_float_spellings_are_one_cell():
+    assert RunConfig(sparsity=0).id == RunConfig(sparsity=0.0).id
+    assert RunConfig(alpha=1).alpha == 1.0
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("sparsity", 1.0, "[0, 1)"), ("sparsity", -0.1, "[0, 1)"), ("sparsity", float("nan"), "[0, 1)"),
+    ("dense_epochs", -1, ">= 0"), ("batch_size", 0, ">= 1"), ("temperature", 0.0, "> 0"),
+    ("alpha", 1.5, "[0, 1]"), ("lr", 0.0, "> 0"), ("schedule", "linear", "cosine"),
+    ("seed", 1.5, "integer"),
+])
+def test_invalid_values_are_rejected_with_the_value_named(field, value, needle):
+    with pytest.raises(UsageError) as err:
+        RunConfig(**{field: value})
+    assert field in str(err.value) and needle in str(err.value)
+
+
+def test_unknown_names_list_valid_ones():
+    with pytest.raises(UsageError, match="unknown method 'nosuch'; valid: .*magnitude.*random"):
+        RunConfig(method="nosuch")
+    with pytest.raises(UsageError, match="unknown dataset 'mnist'; valid: .*cifar10.*digits"):
+        RunConfig(dataset="mnist")
+    with pytest.raises(UsageError, match="unknown model"):
+        RunConfig(model="vgg99")
+
+
+def test_options_are_validated_by_the_method():
+    with pytest.raises(UsageError, match="unknown option 'bogus' for method 'tg-oneshot'"):
+        RunConfig(method="tg-oneshot", options=(("bogus", 1),))
+    with pytest.raises(UsageError, match="retrain='sgd' is invalid; valid: kd, ft"):
+        RunConfig(method="tg-oneshot", options=(("retrain", "sgd"),))
+    cfg = RunConfig(method="tg-oneshot", options=(("beta", "0.8"),))  # strings coerce
+    assert cfg.option_dict["beta"] == 0.8
+
+
+def test_method_requirements():
+    with pytest.raises(UsageError, match="dense_epochs=0 is invalid for method 'tg-oneshot'"):
+        RunConfig(method="tg-oneshot", dense_epochs=0)
+
+
+def test_round_trip_through_dict():
+    cfg = RunConfig(method="tg-oneshot", sparsity=0.95, temperature=4.0, seed=2,
+                    options=(("score", "grad"),))
+    again = RunConfig.from_dict(cfg.to_dict())
+    assert again == cfg and again.id == cfg.id
+    with pytest.raises(UsageError, match="unknown config field"):
+        RunConfig.from_dict({"sparsty": 0.5})
+
+
+def test_dataset_default_temperature():
+    assert RunConfig(dataset="cifar10").resolved_temperature() == 3.0
+    assert RunConfig(dataset="tinyimagenet").resolved_temperature() == 5.0
+    assert RunConfig(dataset="tinyimagenet", temperature=2).resolved_temperature() == 2.0

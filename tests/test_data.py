@@ -1,0 +1,171 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from bench.data import DataError, DeviceLoader, load_dataset, random_crop
+
+
+def write_cifar10(root, n_per_batch=20, n_test=30, columns=3072):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(1, 6):
+        entry = {"data": rng.integers(0, 256, (n_per_batch, columns), dtype=np.uint8),
+                 "labels": list(rng.integers(0, 10, n_per_batch)), "batch_label": f"batch {i}"}
+        with open(folder / f"data_batch_{i}", "wb") as fh:
+            pickle.dump(entry, fh)
+    test = {"data": rng.integers(0, 256, (n_test, 3072), dtype=np.uint8),
+            "labels": list(rng.integers(0, 10, n_test))}
+    with open(folder / "test_batch", "wb") as fh:
+        pickle.dump(test, fh)
+    with open(folder / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, fh)
+    return folder
+
+
+def write_cifar100(root, n_train=40, n_test=20):
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name, n in (("train", n_train), ("test", n_test)):
+        entry = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 b"fine_labels": list(rng.integers(0, 100, n)),
+                 b"coarse_labels": list(rng.integers(0, 20, n))}
+        # The official files are py2 pickles with bytes keys; encoding="latin1" turns them to str.
+        with open(folder / name, "wb") as fh:
+            pickle.dump({k.decode(): v for k, v in entry.items()}, fh, protocol=2)
+    return folder
+
+
+def write_tinyimagenet(root, classes=3, per_class=4, n_val=5):
+    from PIL import Image
+
+    folder = root / "tiny-imagenet-200"
+    wnids = [f"n{i:08d}" for i in range(classes)]
+    (folder).mkdir(parents=True)
+    (folder / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    rng = np.random.default_rng(2)
+    for w in wnids:
+        d = folder / "train" / w / "images"
+        d.mkdir(parents=True)
+        for j in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+                d / f"{w}_{j}.JPEG", format="JPEG")
+    (folder / "val" / "images").mkdir(parents=True)
+    lines = []
+    for j in range(n_val):
+        name = f"val_{j}.JPEG"
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+            folder / "val" / "images" / name, format="JPEG")
+        lines.append(f"{name}\t{wnids[j % classes]}\t0\t0\t63\t63")
+    (folder / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_digits_is_real_and_split_three_ways():
+    b = load_dataset("digits")
+    assert b.train.images.dtype == torch.uint8 and b.train.images.shape[1:] == (1, 8, 8)
+    assert len(b.train) + len(b.val) + len(b.test) == 1797
+    assert int(b.train.images.max()) == 255 and set(b.test.labels.tolist()) == set(range(10))
+
+
+def test_validation_split_is_deterministic_and_disjoint():
+    a, b = load_dataset("digits"), load_dataset("digits")
+    assert torch.equal(a.val.images, b.val.images) and torch.equal(a.train.labels, b.train.labels)
+    train = {tuple(x.flatten().tolist()) for x in a.train.images}
+    clash = sum(tuple(x.flatten().tolist()) in train for x in a.val.images)
+    assert clash < len(a.val) // 4  # digits has a few duplicate glyphs, not shared rows
+
+
+def test_cifar10_official_layout(tmp_path):
+    write_cifar10(tmp_path)
+    b = load_dataset("cifar10", tmp_path)
+    assert b.train.images.shape[1:] == (3, 32, 32)
+    assert len(b.train) + len(b.val) == 100 and len(b.test) == 30
+    # pixel layout: 1024 R, then G, then B, row-major
+    raw = pickle.load(open(tmp_path / "cifar-10-batches-py" / "test_batch", "rb"))
+    assert torch.equal(b.test.images[0, 1].flatten(), torch.as_tensor(raw["data"][0, 1024:2048]))
+
+
+def test_cifar100_official_layout(tmp_path):
+    write_cifar100(tmp_path)
+    b = load_dataset("cifar100", tmp_path)
+    assert b.spec.num_classes == 100 and len(b.test) == 20
+
+
+def test_cifar_bad_folders_say_what_is_wrong(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset("cifar10", tmp_path / "nope")
+    with pytest.raises(DataError, match="does not hold cifar-10-batches-py"):
+        load_dataset("cifar10", tmp_path)
+    with pytest.raises(DataError, match="needs --data-root"):
+        load_dataset("cifar10", None)
+    write_cifar10(tmp_path / "bad", columns=100)
+    with pytest.raises(DataError, match=r"data_batch_1: 'data' is \(20, 100\).*expected N x 3072"):
+        load_dataset("cifar10", tmp_path / "bad")
+    (tmp_path / "trunc" / "cifar-10-batches-py").mkdir(parents=True)
+    write_cifar10(tmp_path / "t2")
+    folder = tmp_path / "t2" / "cifar-10-batches-py"
+    (folder / "data_batch_3").write_bytes(b"\x80\x02garbage")
+    with pytest.raises(DataError, match="data_batch_3 is not a readable CIFAR pickle"):
+        load_dataset("cifar10", tmp_path / "t2")
+
+
+def test_tinyimagenet_layout_is_decoded_once_and_cached(tmp_path):
+    folder = write_tinyimagenet(tmp_path)
+    b = load_dataset("tinyimagenet", tmp_path)
+    assert b.train.images.shape[1:] == (3, 64, 64)
+    assert len(b.train) + len(b.val) == 12 and len(b.test) == 5
+    assert b.test.labels.tolist() == [0, 1, 2, 0, 1]
+    cache = folder / "prunebench-decoded-v1.pt"
+    assert cache.is_file()
+    for p in (folder / "train").rglob("*.JPEG"):
+        p.unlink()  # the second load must come from the cache
+    again = load_dataset("tinyimagenet", tmp_path)
+    assert torch.equal(again.test.images, b.test.images)
+
+
+def test_tinyimagenet_missing_pieces(tmp_path):
+    with pytest.raises(DataError, match="wnids.txt"):
+        load_dataset("tinyimagenet", tmp_path)
+    folder = write_tinyimagenet(tmp_path)
+    (folder / "val" / "val_annotations.txt").unlink()
+    with pytest.raises(DataError, match="val_annotations.txt"):
+        load_dataset("tinyimagenet", tmp_path)
+
+
+def test_random_crop_matches_a_manual_crop():
+    images = torch.arange(2 * 3 * 5 * 5, dtype=torch.uint8).view(2, 3, 5, 5)
+    shifts = torch.tensor([[0, 3], [2, 1]])  # rows, cols per image
+    out = random_crop(images, 2, shifts)
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    assert torch.equal(out[0], padded[0, :, 0:5, 2:7])
+    assert torch.equal(out[1], padded[1, :, 3:8, 1:6])
+
+
+def test_loader_is_seeded_normalised_and_covers_the_split():
+    b = load_dataset("synthetic")
+    xs1 = [bt.x for bt in DeviceLoader(b.train, b, 64, train=True, seed=3)]
+    xs2 = [bt.x for bt in DeviceLoader(b.train, b, 64, train=True, seed=3)]
+    xs3 = [bt.x for bt in DeviceLoader(b.train, b, 64, train=True, seed=4)]
+    assert all(torch.equal(a, c) for a, c in zip(xs1, xs2))
+    assert not torch.equal(xs1[0], xs3[0])
+    ev = list(DeviceLoader(b.test, b, 50, train=False))
+    assert torch.equal(torch.cat([bt.idx for bt in ev]), torch.arange(len(b.test)))
+    x = torch.cat([bt.x for bt in DeviceLoader(b.train, b, 1000, train=False)])
+    assert abs(float(x.mean())) < 0.05 and abs(float(x.std()) - 1) < 0.05
+    loader = DeviceLoader(b.train, b, 64, train=True, seed=0)
+    idx = torch.cat([bt.idx for bt in loader])
+    assert len(idx) == len(loader) * 64 and len(set(idx.tolist())) == len(idx)
+
+
+def test_flip_and_crop_only_in_training():
+    b = load_dataset("synthetic")
+    train = DeviceLoader(b.train, b, 320, train=True, seed=0)
+    evalu = DeviceLoader(b.train, b, 320, train=False)
+    bt, be = next(iter(train)), next(iter(evalu))
+    clean = be.x[bt.idx]
+    assert not torch.allclose(bt.x, clean)  # augmented
+    assert bt.x.shape == clean.shape

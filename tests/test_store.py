@@ -1,0 +1,38 @@
+import json
+
+import pytest
+
+from bench.store import CorruptRecord, ResultStore
+
+
+def rec(cell_id="abc", status="ok", acc=0.5):
+    r = {"id": cell_id, "label": "m", "status": status, "config": {"sparsity": 0.5}}
+    if status == "ok":
+        r["accuracy"] = {"test": acc}
+    return r
+
+
+def test_write_read_and_done(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write(rec())
+    assert store.is_done("abc") and store.read("abc")["accuracy"]["test"] == 0.5
+    store.write(rec("f", status="failed"))
+    assert not store.is_done("f") and not store.is_done("missing")
+    assert not list((tmp_path / "records").glob(".*.tmp"))
+
+
+def test_hand_edited_or_truncated_records_are_detected(tmp_path):
+    store = ResultStore(tmp_path)
+    path = store.write(rec("a"))
+    store.write(rec("b"))
+    data = json.loads(path.read_text())
+    data["accuracy"]["test"] = 0.99  # an edit that does not update the checksum
+    path.write_text(json.dumps(data))
+    with pytest.raises(CorruptRecord, match="checksum"):
+        store.read("a")
+    assert not store.is_done("a")  # so it is recomputed
+    b = store.record_path("b")
+    b.write_text(b.read_text()[:40])
+    records, problems = store.load_all()
+    assert records == [] and {p.path.name for p in problems} == {"a.json", "b.json"}
+    assert any("not valid JSON" in p.message for p in problems)
