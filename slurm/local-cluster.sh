@@ -58,9 +58,11 @@ say() { echo "[local-cluster $(elapsed)] $*"; }
 warn() { echo "[local-cluster $(elapsed)] WARNING: $*" >&2; }
 
 show_logs() {
-    local f
-    for f in "$LOG_DIR"/*.log /var/log/munge/munged.log; do
+    local f since=${T0%.*}
+    for f in "$LOG_DIR"/*.log "$LOG_DIR"/*.out /var/log/munge/munged.log; do
         [[ -s $f ]] || continue
+        # NAME.out is rewritten at each launch: skip those from earlier runs.
+        [[ $f != *.out || $(stat -c %Y "$f") -ge $since ]] || continue
         echo "----- last lines of $f -----" >&2
         tail -n 25 "$f" >&2 || true
     done
@@ -80,6 +82,9 @@ die() {
 trap 'rc=$?; echo "[local-cluster] ERROR: command failed (exit $rc) at line $LINENO: $BASH_COMMAND" >&2; show_logs; exit $rc' ERR
 
 [[ $(id -u) -eq 0 ]] || { echo "local-cluster.sh must run as root" >&2; exit 1; }
+# The daemons inherit our working directory: start them from / so they never pin the caller's
+# (possibly temporary) directory.  All paths below are absolute.
+cd /
 
 # ---------------------------------------------------------------------------------------------
 # PID-file based process handling (never by process name)
@@ -96,12 +101,29 @@ daemon_pid() {
     echo "$pid"
 }
 
-# wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.2 s until it succeeds.
+# launch NAME COMMAND...: start a daemon that stays in the foreground (-D), in its own session so
+# it outlives this script.  A background job of a non-interactive shell is no process-group
+# leader, so setsid does not fork and LAUNCHED_PID is the daemon's own PID: wait_for notices at
+# once when it dies (instead of waiting out the timeout).  Its stdout/stderr (errors from before
+# its log file is open, then a copy of its log) go to $LOG_DIR/NAME.out, rewritten each start.
+LAUNCHED_PID=""
+launch() {
+    local name=$1
+    shift
+    setsid "$@" </dev/null >"$LOG_DIR/$name.out" 2>&1 9>&- &
+    LAUNCHED_PID=$!
+}
+
+# wait_for SECONDS DESCRIPTION PID COMMAND...: poll COMMAND every 0.2 s until it succeeds; give
+# up at once if PID (unless "-") has exited.
 wait_for() {
-    local secs=$1 what=$2
-    shift 2
+    local secs=$1 what=$2 pid=$3
+    shift 3
     local deadline=$((SECONDS + secs))
     until "$@" >/dev/null 2>&1; do
+        if [[ $pid != - ]] && ! alive "$pid"; then
+            die "the daemon (pid $pid) exited while waiting for $what"
+        fi
         ((SECONDS < deadline)) || die "timed out after ${secs}s waiting for $what"
         sleep 0.2
     done
@@ -114,6 +136,13 @@ alive() {
     stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
     stat=${stat##*) }
     [[ ${stat%% *} != Z ]]
+}
+
+# lock: one install/start/stop at a time (fd 9; the daemons are started with fd 9 closed, so
+# they do not keep holding the lock).
+lock() {
+    exec 9>/run/local-cluster.lock
+    flock -w "$TIMEOUT" 9 || die "another local-cluster.sh still runs after ${TIMEOUT}s"
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -254,6 +283,11 @@ SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,sched_interval=2,bf_interval=5
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
+# SIGTERM -> SIGKILL grace on cancel/timeout: 5 s instead of 30 s.  submitit's job process
+# ignores SIGTERM, so a cancelled submitit job stays COMPLETING for the whole KillWait, and while a
+# job is COMPLETING the scheduler starts nothing new (seen: next job waited 10 s).  submitit's
+# checkpoint/requeue uses the earlier USR2 (--signal), not this grace.
+KillWait=5
 
 # Explicit, because the harness chunks job arrays below MaxArraySize (indices 0..1000).
 MaxArraySize=1001
@@ -322,8 +356,8 @@ start_munged() {
     chmod 755 "$MUNGE_RUN"
     rm -f "$PID_munged" "$MUNGE_RUN"/munge.socket.2 "$MUNGE_RUN"/munge.socket.2.lock
     # As the munge user: started as root, munged refuses its log file.
-    runuser -u munge -- munged </dev/null || die "munged failed to start"
-    wait_for "$TIMEOUT" "munge to work" bash -c 'munge -n | unmunge'
+    runuser -u munge -- munged </dev/null 9>&- || die "munged failed to start"
+    wait_for "$TIMEOUT" "munge to work" - bash -c 'munge -n | unmunge'
     say "munged started (pid $(daemon_pid munged || echo '?'))"
 }
 
@@ -338,16 +372,18 @@ start_mariadb() {
         mkdir -p "$MYSQL_RUN"
         chown mysql:mysql "$MYSQL_RUN"
         rm -f "$PID_mariadb" "$MYSQL_SOCK"
+        # mariadbd runs as mysql and must be able to open its log in /var/log/slurm.
+        touch "$MYSQL_LOG"
+        chown mysql:mysql "$MYSQL_LOG"
         if [[ ! -d $MYSQL_DATADIR/mysql ]]; then
             say "initialising MariaDB data directory"
             mariadb-install-db --user=mysql --datadir="$MYSQL_DATADIR" --skip-test-db \
                 >>"$MYSQL_LOG" 2>&1 || die "mariadb-install-db failed (see $MYSQL_LOG)"
         fi
-        # Socket only (no TCP port), in its own session so it outlives this shell.
-        setsid "$mysqld" --user=mysql --datadir="$MYSQL_DATADIR" --skip-networking \
-            --socket="$MYSQL_SOCK" --pid-file="$PID_mariadb" --log-error="$MYSQL_LOG" \
-            </dev/null >>"$MYSQL_LOG" 2>&1 &
-        wait_for "$TIMEOUT" "MariaDB to answer on $MYSQL_SOCK" \
+        # Socket only: no TCP port.
+        launch mariadb "$mysqld" --user=mysql --datadir="$MYSQL_DATADIR" --skip-networking \
+            --socket="$MYSQL_SOCK" --pid-file="$PID_mariadb" --log-error="$MYSQL_LOG"
+        wait_for "$TIMEOUT" "MariaDB to answer on $MYSQL_SOCK" "$LAUNCHED_PID" \
             mariadb-admin --protocol=socket --socket="$MYSQL_SOCK" -u root ping
         say "MariaDB started (pid $(daemon_pid mariadb || echo '?'))"
     fi
@@ -366,8 +402,8 @@ start_slurmdbd() {
     local pid
     if pid=$(daemon_pid slurmdbd); then say "slurmdbd already running (pid $pid)"; return; fi
     rm -f "$PID_slurmdbd"
-    slurmdbd </dev/null || die "slurmdbd failed to start"
-    wait_for "$TIMEOUT" "slurmdbd to listen on port 6819" port_open 6819
+    launch slurmdbd slurmdbd -D
+    wait_for "$TIMEOUT" "slurmdbd to listen on port 6819" "$LAUNCHED_PID" port_open 6819
     say "slurmdbd started (pid $(daemon_pid slurmdbd || echo '?'))"
 }
 
@@ -393,9 +429,9 @@ start_slurmctld() {
     fi
     rm -f "$PID_slurmctld"
     # -i: ignore errors in state files left by an earlier run (keep going instead of exiting).
-    slurmctld -i </dev/null || die "slurmctld failed to start"
-    wait_for "$TIMEOUT" "slurmctld to answer (scontrol ping)" \
-        bash -c 'scontrol ping | grep -q UP'
+    launch slurmctld slurmctld -D -i
+    wait_for "$TIMEOUT" "slurmctld to answer (scontrol ping)" "$LAUNCHED_PID" \
+        bash -c 'timeout 3 scontrol ping | grep -q UP'
     say "slurmctld started (pid $(daemon_pid slurmctld || echo '?'))"
 }
 
@@ -407,8 +443,8 @@ start_slurmd() {
     # state before this slurmd has registered.
     SLURMD_STARTED_AT=$(date +%Y-%m-%dT%H:%M:%S)
     # -N: the node name must match NodeName (hostname -s), or slurmd exits ("lookup failure").
-    slurmd -N "$HOST" </dev/null || die "slurmd failed to start"
-    wait_for "$TIMEOUT" "slurmd to write $PID_slurmd" daemon_pid slurmd
+    launch slurmd slurmd -D -N "$HOST"
+    wait_for "$TIMEOUT" "slurmd to write $PID_slurmd" "$LAUNCHED_PID" daemon_pid slurmd
     say "slurmd started (pid $(daemon_pid slurmd))"
 }
 
@@ -496,8 +532,8 @@ cmd_stop() {
     # Steps of jobs still running when slurmd stopped live on in their own slurmstepd; we do not
     # kill those (they are not ours to kill by name), but say so.
     local steps
-    steps=$(ps -C slurmstepd -o pid= 2>/dev/null | tr -s ' \n' ' ' || true)
-    [[ -z ${steps// /} ]] || warn "slurmstepd processes of running jobs remain: pids$steps"
+    steps=$(ps -C slurmstepd -o pid= 2>/dev/null | xargs || true)
+    [[ -z $steps ]] || warn "slurmstepd processes of running jobs remain (pids: $steps)"
     say "stopped"
 }
 
@@ -534,10 +570,14 @@ cmd_status() {
 
 # ---------------------------------------------------------------------------------------------
 case "${1:-}" in
-install) cmd_install ;;
-start) cmd_start ;;
-stop) cmd_stop ;;
-restart) cmd_stop && cmd_start ;;
+install) lock; cmd_install ;;
+start) lock; cmd_start ;;
+stop) lock; cmd_stop ;;
+restart)
+    lock
+    cmd_stop
+    cmd_start
+    ;;
 status)
     rc=0
     cmd_status || rc=$? # "||": a non-zero status is an answer here, not an error for the ERR trap
