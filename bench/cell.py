@@ -23,6 +23,7 @@ from bench import catalog
 from bench.cache import CacheEntry, PhaseCache
 from bench.config import RunConfig
 from bench.data import DataBundle, IndexSampler, dataset_fingerprint, load_dataset
+from bench.flops import cost_accounting
 from bench.masks import (attach_mask, global_topk_mask, prepare_for_state_dict, sparsity_report,
                          verify_mask)
 from bench.models import build_model
@@ -227,7 +228,8 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
             "test": float(test_acc),
             "val_history": {n: p.get("val_acc", []) for n, p in ctx.phases.items()
                             if p.get("val_acc")}},
-            sparsity=report.as_record())
+            sparsity=report.as_record(),
+            compute=cost_accounting(model, data.spec.channels, data.spec.image_size))
     except Exception as exc:  # the record says why; the grid goes on
         record.update(status="failed", error={"type": type(exc).__name__, "message": str(exc),
                                               "traceback": traceback.format_exc()})
