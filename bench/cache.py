@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +45,12 @@ class PhaseCache:
         return folder / f"{digest}.pt", folder / f"{digest}.json", folder / f"{digest}.lock"
 
     def get_or_compute(self, kind: str, key: dict[str, Any],
-                       compute: Callable[[], tuple[dict[str, Any], dict[str, Any]]]) -> CacheEntry:
-        """`compute()` returns (payload of tensors, meta of JSON values); it runs at most once per
-        key across processes sharing this folder."""
+                       compute: Callable[[Path], tuple[dict[str, Any], dict[str, Any]]]
+                       ) -> CacheEntry:
+        """`compute(scratch)` returns (payload of tensors, meta of JSON values); it runs at most
+        once per key across processes sharing this folder. `scratch` is a folder for its epoch
+        checkpoints: a computation killed half-way (preempted job) resumes from there, whichever
+        cell needs the entry next."""
         digest = key_hash(kind, key)
         blob, meta_path, lock_path = self.paths(kind, digest)
         blob.parent.mkdir(parents=True, exist_ok=True)
@@ -54,8 +58,10 @@ class PhaseCache:
             found = self._load(blob, meta_path)
             if found is not None:
                 return CacheEntry(found[0], found[1], True, digest)
+            scratch = blob.parent / f"{digest}.partial"
+            scratch.mkdir(exist_ok=True)
             t0 = time.perf_counter()
-            payload, meta = compute()
+            payload, meta = compute(scratch)
             meta = dict(meta)
             meta.setdefault("seconds", time.perf_counter() - t0)
             atomic_torch_save(payload, blob)
@@ -63,6 +69,7 @@ class PhaseCache:
                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             # The sidecar is written last: an entry without one is incomplete and recomputed.
             atomic_write_bytes(meta_path, json.dumps(sidecar, indent=1, default=str).encode())
+            shutil.rmtree(scratch, ignore_errors=True)
             return CacheEntry(payload, meta, False, digest)
 
     def _load(self, blob: Path, meta_path: Path) -> tuple[dict, dict] | None:

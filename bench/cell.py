@@ -101,11 +101,12 @@ class CellContext:
         self.phases[name] = {**self.phases.get(name, {}), **entry}
 
     def cached_phase(self, kind: str, key: dict[str, Any],
-                     compute: Callable[[], tuple[dict[str, Any], dict[str, Any]]],
-                     phases: Iterable[str] | None = None) -> CacheEntry:
-        """Run `compute` once per key across cells and processes. `compute` returns
+                     compute: Callable[[Path], tuple[dict[str, Any], dict[str, Any]]]
+                     ) -> CacheEntry:
+        """Run `compute(scratch)` once per key across cells and processes. It returns
         (payload, meta), where meta["phases"] holds the records of the phases it ran; they are
-        copied into this cell's record, marked shared and, on a hit, cached."""
+        copied into this cell's record, marked shared and, on a hit, cached. Pass
+        `checkpoint=scratch / "<phase>.pt"` to its training so a killed run resumes."""
         full_key = {"dataset": self.config.dataset, "data": dataset_fingerprint(self.data),
                     "seed": self.config.seed, "batch_size": self.config.batch_size,
                     "lr": self.config.lr, "momentum": self.config.momentum,
@@ -122,9 +123,10 @@ class CellContext:
         cfg = self.config
         key = {"model": cfg.teacher, "epochs": cfg.teacher_epochs}
 
-        def compute():
+        def compute(scratch: Path):
             model = self.make_model(cfg.teacher, seed_offset=1)
-            result = self.trainer.fit(model, self.phase("teacher", cfg.teacher_epochs))
+            result = self.trainer.fit(model, self.phase("teacher", cfg.teacher_epochs),
+                                      checkpoint=scratch / "teacher.pt")
             acc = self.trainer.accuracy(model, self.data.test)
             return ({"state_dict": _cpu_state(model)},
                     {"test_acc": acc, "phases": {"teacher": {**result.as_record()}}})
@@ -145,9 +147,10 @@ class CellContext:
         cfg = self.config
         key = {"model": cfg.model, "epochs": cfg.dense_epochs}
 
-        def compute():
+        def compute(scratch: Path):
             model = self.make_model()
-            result = self.trainer.fit(model, self.phase("dense", cfg.dense_epochs))
+            result = self.trainer.fit(model, self.phase("dense", cfg.dense_epochs),
+                                      checkpoint=scratch / "dense.pt")
             return ({"state_dict": _cpu_state(model)},
                     {"dense_test_acc": self.trainer.accuracy(model, self.data.test),
                      "phases": {"dense": result.as_record()}})

@@ -56,7 +56,7 @@ def teacher_guided_oneshot(ctx):
     objective = TeacherGuidedObjective(teacher, cfg.alpha, ctx.temperature, opt["kd_norm"])
 
     # Stage 1 (cached): dense student under the teacher, importance from ∇L_total.
-    def train_student_and_score():
+    def train_student_and_score(scratch):
         student = ctx.make_model()
         phase = ctx.phase("student", cfg.dense_epochs)
         steps_per_epoch = len(ctx.trainer.loader(ctx.data.train, phase.batch_size, train=True))
@@ -65,7 +65,7 @@ def teacher_guided_oneshot(ctx):
         importance = ImportanceEMA(student, opt["score"], opt["beta"],
                                    first_step=max(0, total - scored))
         result = ctx.trainer.fit(student, phase, objective, [importance],
-                                 checkpoint=ctx.work_dir / "student.pt")
+                                 checkpoint=scratch / "student.pt")
         return ({"state_dict": {k: v.detach().cpu() for k, v in student.state_dict().items()},
                  "scores": {k: v.cpu() for k, v in importance.scores().items()}},
                 {"student_test_acc": ctx.trainer.accuracy(student, ctx.data.test),
@@ -75,7 +75,6 @@ def teacher_guided_oneshot(ctx):
            "teacher_epochs": cfg.teacher_epochs, "alpha": cfg.alpha,
            "temperature": ctx.temperature,
            **{k: opt[k] for k in ("kd_norm", "score", "beta", "score_epochs", "score_batches")}}
-    ctx.work_dir.mkdir(parents=True, exist_ok=True)
     entry = ctx.cached_phase("tg-student", key, train_student_and_score)
     student = ctx.make_model()
     student.load_state_dict(entry.payload["state_dict"])

@@ -11,7 +11,7 @@ def test_computed_once_then_read(tmp_path):
     cache = PhaseCache(tmp_path)
     calls = []
 
-    def compute():
+    def compute(scratch):
         calls.append(1)
         return {"w": torch.arange(3.0)}, {"acc": 0.5}
 
@@ -25,17 +25,17 @@ def test_computed_once_then_read(tmp_path):
 
 def test_a_damaged_entry_is_recomputed(tmp_path):
     cache = PhaseCache(tmp_path)
-    entry = cache.get_or_compute("t", {"k": 1}, lambda: ({"w": torch.ones(4)}, {}))
+    entry = cache.get_or_compute("t", {"k": 1}, lambda scratch: ({"w": torch.ones(4)}, {}))
     blob, meta, _ = cache.paths("t", entry.key_hash)
     blob.write_bytes(blob.read_bytes()[:20])  # truncated
-    again = cache.get_or_compute("t", {"k": 1}, lambda: ({"w": torch.zeros(4)}, {}))
+    again = cache.get_or_compute("t", {"k": 1}, lambda scratch: ({"w": torch.zeros(4)}, {}))
     assert not again.hit and torch.equal(again.payload["w"], torch.zeros(4))
     meta.unlink()  # a missing sidecar means an unfinished write
-    assert not cache.get_or_compute("t", {"k": 1}, lambda: ({"w": torch.ones(1)}, {})).hit
+    assert not cache.get_or_compute("t", {"k": 1}, lambda scratch: ({"w": torch.ones(1)}, {})).hit
 
 
 def _worker(root, out):
-    def compute():
+    def compute(scratch):
         time.sleep(1.0)  # long enough for the other process to be waiting on the lock
         return {"w": torch.ones(2)}, {"pid": mp.current_process().pid}
 
@@ -56,3 +56,25 @@ def test_two_processes_never_both_compute(tmp_path):
     assert results[0][1] == results[1][1]  # both see the one computing process's result
     metas = list(tmp_path.rglob("*.json"))
     assert len(metas) == 1 and json.loads(metas[0].read_text())["meta"]["pid"] == results[0][1]
+
+
+def test_a_computation_killed_half_way_resumes_from_its_scratch_folder(tmp_path):
+    cache = PhaseCache(tmp_path)
+
+    def killed(scratch):
+        (scratch / "teacher.pt").write_text("epoch 3 of 5")
+        raise KeyboardInterrupt  # a preempted job
+
+    import pytest
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.get_or_compute("teacher", {"k": 1}, killed)
+    seen = []
+
+    def resumed(scratch):
+        seen.append((scratch / "teacher.pt").read_text())
+        return {"w": torch.ones(1)}, {}
+
+    entry = cache.get_or_compute("teacher", {"k": 1}, resumed)
+    assert seen == ["epoch 3 of 5"] and not entry.hit
+    assert not list(tmp_path.rglob("*.partial"))  # removed once the entry is complete
