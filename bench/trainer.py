@@ -262,7 +262,7 @@ class Trainer:
         loader.epoch = blob["loader_epoch"]
         for hook, hs in zip(hooks, blob["hooks"]):
             hook.load_state_dict(hs)
-        torch.set_rng_state(blob["torch_rng"])
+        torch.set_rng_state(blob["torch_rng"].cpu())  # map_location moved it to the device
         result.__dict__.update(blob["result"])
         result.resumed_from_epoch = blob["epoch"]
         state.step = blob["step"]

@@ -1,0 +1,260 @@
+"""EGP: entropy-guided pruning (METHODS.md section 5; Liao, Quétu, Nguyen, Tartaglione, "Can
+Unstructured Pruning Reduce the Depth in Deep Neural Networks?", ICCVW 2023, arXiv 2308.06619;
+official code github.com/ZhuLIAO001/Unstructured_Relu_Pruning_Reduce_Depth).
+
+    θ ← the dense network trained with CE (shared with magnitude/random through the cache)
+    round i = 1, 2, ... while more prunable weights survive than the target allows:
+        H_l ← entropy of the on/off state of the ReLU fed by conv l, over a few training batches
+        L   ← the convs that feed a ReLU, with H_l > 0 and weights left     (H_l = 0: left alone)
+        n   ← round(p · remaining weights of L)  (p = prune_fraction = 50 %),
+              but in the last round only what the target still needs, so the count is exact
+        a_l ← H_l · mean |w| over the remaining weights of l
+        n_l ← n · softmax_l(Σ_k a_k / a_l), capped at what l has left, the excess redistributed
+              over the others (`egp_budgets`)
+        remove the n_l smallest |w| of each l;  retrain θ for round_epochs (masked)
+    the network after the last round's retraining is the result
+
+Budgets: the dense network is the harness's cached CE model (config.dense_epochs, shared with
+magnitude/random and reported as shared cost); each round retrains config.round_epochs with a fresh
+optimizer (the original: 160 epochs, then 160 per round). The rounds are resumable one by one
+(bench/rounds.py); every round's pruning, training and test evaluation are timed phases.
+
+Entropy (`relu_entropy`, `ReluEntropy`): for one batch and one ReLU, p_c is the fraction of positive
+inputs of channel c (over batch and space); channels with p_c ∈ {0, 1} are left out and the batch's
+value is the mean binary entropy (bits) of the others, 0 if none is left. H_l is the mean of the
+batch values over the batches seen (`entropy_batches`; 0 = one full pass as in the original), with
+the model in eval mode and the training augmentation, as in the original.
+
+Which conv feeds which ReLU: every call of an nn.ReLU is attributed to the Conv2d that ran last
+among the ReLU's siblings (modules with the same parent). In our ResNets that is the original's
+name rule (`relu` → `conv1` in the stem, `blockX.reluK` → `blockX.convK`): `relu2` after the
+residual sum goes to `conv2`, not to the projection shortcut, which lives one level down. Shortcut
+convs and Linear layers are never pruned, as in the original. ReLU inputs are read by forward
+*pre*-hooks, before our in-place ReLUs overwrite them (the sign test would give the same answer
+on the output, relu(x) > 0 ⇔ x > 0, but nothing else would).
+
+Deviations from the original: budgets are whole numbers that add up to exactly n (largest remainder;
+the original truncates each layer's share, removing up to one weight per layer fewer), and the last
+round removes only what the target needs, so that EGP hits the exact count like every other method
+(its sparsities are 1 − 0.5^i over the pruned layers otherwise). If the target cannot be reached
+(every eligible layer empty or at zero entropy) the loop stops and the reached sparsity is reported.
+As in the original, a layer's budget may be all it has left: the softmax is sharp, so whole convs
+inside residual blocks are emptied (the paper's "reduced depth"); records list them as empty layers.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from bench.masks import Mask, attach_mask, get_mask, keep_count, prepare_for_state_dict, \
+    sparsity_report
+from bench.method import Option, register_method
+from bench.rounds import resume
+
+
+# --- entropy of ReLU states ----------------------------------------------------------------------
+
+
+def binary_entropy(p: torch.Tensor) -> torch.Tensor:
+    """H(p) in bits, elementwise; H(0) = H(1) = 0."""
+    p = p.double()
+    return -(torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p)) / math.log(2)
+
+
+def relu_entropy(preact: torch.Tensor) -> float:
+    """One batch's entropy of a ReLU's states: mean binary entropy of the per-channel fraction of
+    positive inputs, over the channels that are neither always on nor always off (0 if none).
+    `preact` is N x C (x H x W)."""
+    dims = [d for d in range(preact.dim()) if d != 1]
+    p = (preact > 0).float().mean(dim=dims)
+    ambiguous = (p > 0) & (p < 1)
+    if not bool(ambiguous.any()):
+        return 0.0
+    return float(binary_entropy(p[ambiguous]).mean())
+
+
+class ReluEntropy:
+    """Hooks that accumulate, per conv feeding a ReLU, the batch entropies of that ReLU's input.
+
+        with ReluEntropy(model) as probe:
+            for batch in batches: model(batch.x)
+        probe.entropies()   # {conv name: H_l}
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.sums: dict[str, float] = {}
+        self.batches = 0
+        self._last_conv: dict[str, str] = {}  # parent name -> last sibling conv that ran
+        self._handles: list = []
+
+    def __enter__(self) -> "ReluEntropy":
+        self._handles.append(self.model.register_forward_pre_hook(self._on_batch))
+        for name, module in self.model.named_modules():
+            parent = name.rpartition(".")[0]
+            if isinstance(module, nn.Conv2d):
+                self._handles.append(module.register_forward_hook(self._conv_hook(name, parent)))
+            elif isinstance(module, nn.ReLU):
+                self._handles.append(module.register_forward_pre_hook(self._relu_hook(parent)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _on_batch(self, module, inputs) -> None:
+        self.batches += 1
+        self._last_conv.clear()
+
+    def _conv_hook(self, name: str, parent: str):
+        def hook(module, inputs, output):
+            self._last_conv[parent] = name
+        return hook
+
+    def _relu_hook(self, parent: str):
+        def hook(module, inputs):
+            conv = self._last_conv.get(parent)
+            if conv is not None:
+                self.sums[conv] = self.sums.get(conv, 0.0) + relu_entropy(inputs[0])
+        return hook
+
+    def entropies(self) -> dict[str, float]:
+        return {name: total / max(1, self.batches) for name, total in self.sums.items()}
+
+
+@torch.no_grad()
+def layer_entropies(model: nn.Module, trainer, split, *, batches: int, batch_size: int,
+                    salt: str) -> dict[str, float]:
+    """H_l for every conv that feeds a ReLU, over `batches` training batches (0: all)."""
+    model.eval()
+    with ReluEntropy(model) as probe, trainer.autocast():
+        for i, batch in enumerate(trainer.loader(split, batch_size, train=True, salt=salt)):
+            if batches and i >= batches:
+                break
+            model(batch.x)
+    return probe.entropies()
+
+
+# --- budgets -------------------------------------------------------------------------------------
+
+
+def egp_budgets(entropy: Mapping[str, float], mean_abs: Mapping[str, float],
+                remaining: Mapping[str, int], n_remove: int) -> dict[str, int]:
+    """Removals per layer for one round; they add up to min(n_remove, Σ remaining of the layers
+    with H > 0). Layers with zero entropy (or nothing left) get 0.
+
+    a_l = H_l · mean|w_l|; shares = softmax over layers of (Σa / a_l); a share above what the layer
+    has left is capped there and the rest of the round is shared again over the other layers (with
+    Σa taken over those), until nothing is capped. Whole numbers by largest remainder.
+    """
+    budgets = {name: 0 for name in remaining}
+    waiting = [n for n in remaining if entropy.get(n, 0.0) > 0 and remaining[n] > 0
+               and mean_abs.get(n, 0.0) > 0]
+    a = {n: entropy[n] * mean_abs[n] for n in waiting}
+    left = min(n_remove, sum(remaining[n] for n in waiting))
+    amounts: dict[str, float] = {}
+    while waiting:
+        total = sum(a[n] for n in waiting)
+        logits = torch.tensor([total / a[n] for n in waiting], dtype=torch.float64)
+        shares = torch.softmax(logits, dim=0).tolist()
+        amounts = {n: left * s for n, s in zip(waiting, shares)}
+        capped = [n for n in waiting if amounts[n] > remaining[n]]
+        if not capped:
+            break
+        for n in capped:
+            budgets[n] = remaining[n]
+            left -= remaining[n]
+        waiting = [n for n in waiting if n not in capped]
+        amounts = {}
+    floors = {n: min(remaining[n], math.floor(v)) for n, v in amounts.items()}
+    short = left - sum(floors.values())
+    by_remainder = sorted(amounts, key=lambda n: -(amounts[n] - floors[n]))  # stable: layer order
+    for n in by_remainder:
+        if short <= 0:
+            break
+        if floors[n] < remaining[n]:
+            floors[n] += 1
+            short -= 1
+    budgets.update(floors)
+    return budgets
+
+
+@torch.no_grad()
+def prune_smallest_in_layer(weight: torch.Tensor, mask: torch.Tensor, count: int) -> torch.Tensor:
+    """`mask` without the `count` alive weights of smallest |w| (ties: earlier position first)."""
+    alive = torch.nonzero(mask.reshape(-1)).flatten()
+    order = torch.argsort(weight.detach().reshape(-1)[alive].abs().float(), stable=True)
+    new = mask.reshape(-1).clone()
+    new[alive[order[:count]]] = False
+    return new.view_as(mask)
+
+
+# --- the method ----------------------------------------------------------------------------------
+
+
+@register_method("egp", requires_epochs=("dense_epochs", "round_epochs"), options={
+    "prune_fraction": Option(0.5, check=lambda v: 0.0 < v < 1.0, valid="must be in (0, 1)",
+                             help="fraction of the remaining weights of the pruned layers removed "
+                                  "per round"),
+    "entropy_batches": Option(8, check=lambda v: v >= 0, valid="must be >= 0",
+                              help="training batches over which layer entropies are averaged "
+                                   "(0: one full pass, as in the original)"),
+})
+def egp(ctx):
+    """EGP: rounds of 50% removal shared by layer entropy x magnitude, retraining after each."""
+    cfg, opts = ctx.config, ctx.options
+    model = ctx.dense_model()
+    rounds = resume(ctx)
+    if rounds.payload:
+        prepare_for_state_dict(model, rounds.payload["model"])
+        model.load_state_dict(rounds.payload["model"])
+    elif get_mask(model) is None:
+        attach_mask(model, {})
+    total = sparsity_report(model).prunable_total
+    target = keep_count(total, cfg.sparsity)
+    ctx.extra["egp"] = {"keep_target": target, "target_reached": True,
+                        "prune_fraction": opts["prune_fraction"],
+                        "entropy_batches": opts["entropy_batches"]}
+    modules = dict(model.named_modules())
+
+    for rnd in rounds:
+        mask: Mask = get_mask(model)
+        kept = sum(int(m.sum()) for m in mask.values())
+        if kept <= target:
+            break
+        with ctx.clock(rnd.phase("prune")):
+            entropy = layer_entropies(model, ctx.trainer, ctx.data.train,
+                                      batches=opts["entropy_batches"],
+                                      batch_size=cfg.batch_size, salt=rnd.phase("entropy"))
+            remaining = {n: int(mask[n].sum()) for n in entropy}
+            mean_abs = {n: float(modules[n].weight.detach()[mask[n]].abs().mean())
+                        if remaining[n] else 0.0 for n in entropy}
+            eligible = sum(remaining[n] for n in entropy if entropy[n] > 0)
+            n_remove = min(int(round(opts["prune_fraction"] * eligible)), kept - target)
+            budgets = egp_budgets(entropy, mean_abs, remaining, n_remove)
+            removed = sum(budgets.values())
+            if removed > 0:
+                new_mask = dict(mask)
+                for n, count in budgets.items():
+                    if count:
+                        new_mask[n] = prune_smallest_in_layer(modules[n].weight, mask[n], count)
+                attach_mask(model, new_mask)
+        if removed == 0:  # nothing left that EGP may prune: report the sparsity reached
+            ctx.extra["egp"]["target_reached"] = False
+            ctx.expected_sparsity = None
+            break
+        result = ctx.train(model, ctx.phase(rnd.phase(), cfg.round_epochs))
+        with ctx.clock(rnd.phase("eval")):
+            test_acc = ctx.trainer.accuracy(model, ctx.data.test)
+        report = sparsity_report(model)
+        rnd.save({"model": model.state_dict()},
+                 sparsity=report.prunable_sparsity, overall_sparsity=report.overall_sparsity,
+                 accuracy=test_acc, val_accuracy=result.val_acc[-1] if result.val_acc else None,
+                 removed=removed, entropy=entropy, budgets={n: b for n, b in budgets.items() if b},
+                 skipped=sorted(n for n in entropy if entropy[n] == 0),
+                 empty_layers=report.empty_layers)
+    return model
