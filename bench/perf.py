@@ -1,0 +1,257 @@
+"""`python -m bench.perf`: speed and cost ratios, each measured side by side in this one process.
+
+Every row compares the harness with a baseline on the same data, model and device, alternating
+the two and taking the median of several repeats, so the ratio survives a noisy machine better
+than either number alone. Use `--device cuda` (and `--compile`) to read the same table on a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from bench.data import DataBundle, DatasetSpec, DeviceLoader, Split
+from bench.masks import attach_mask, global_topk_mask, magnitude_scores
+from bench.models import build_model
+from bench.trainer import Phase, Trainer
+
+TARGETS = {
+    "throughput": ("harness / bare loop (images/s)", ">= 0.95x"),
+    "pipeline": ("device pipeline / torchvision DataLoader (images/s)", ">= 10x"),
+    "mask": ("step with mask / without (seconds)", "<= 1.03x"),
+    "importance": ("epoch with scoring / without (seconds)", "<= 1.15x"),
+    "cache": ("5-sparsity grid: recompute / cached (seconds)", ">= 3x"),
+    "memory": ("peak RSS of the quick grid (GiB)", "< 2 GiB"),
+}
+
+
+def cifar_like(n: int, classes: int = 10, size: int = 32, seed: int = 0) -> DataBundle:
+    g = torch.Generator().manual_seed(seed)
+    split = Split(torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8),
+                  torch.randint(0, classes, (n,), generator=g))
+    empty = Split(split.images[:0], split.labels[:0])
+    spec = DatasetSpec("cifar-like", classes, 3, size, load=lambda root, dl: (split, split))
+    return DataBundle(spec, split, empty, split, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def alternate(a: Callable[[], float], b: Callable[[], float], repeats: int) -> tuple[float, float]:
+    """Median of `repeats` runs of each, interleaved a, b, a, b, ... after one warm-up each."""
+    a(), b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        ta.append(a())
+        tb.append(b())
+    return statistics.median(ta), statistics.median(tb)
+
+
+def timed(fn: Callable[[], None], sync: Callable[[], None]) -> Callable[[], float]:
+    def run() -> float:
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        return time.perf_counter() - t0
+    return run
+
+
+# --- rows ---------------------------------------------------------------------------------------
+
+
+def throughput(model_name: str, device: str, steps: int, repeats: int, batch: int = 128,
+               compile: bool = False) -> tuple[float, float]:
+    """Images/s of Trainer.fit against a bare loop (same model, SGD, batch; pre-made tensors)."""
+    data = cifar_like(batch * steps)
+    trainer = Trainer(data, device, progress=False, compile=compile)
+    torch.manual_seed(0)
+    model = trainer.prepare(build_model(model_name, 10, 3, 32))
+    phase = Phase("bench", 1, batch_size=batch)
+
+    def harness():
+        trainer.fit(model, phase)
+
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    if trainer.cuda:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    step_model = torch.compile(model) if compile else model
+
+    def bare():
+        model.train()
+        for _ in range(steps):
+            with trainer.autocast():
+                loss = nn.functional.cross_entropy(step_model(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    th, tb = alternate(timed(harness, trainer.sync), timed(bare, trainer.sync), repeats)
+    images = batch * steps
+    return images / th, images / tb
+
+
+def pipeline(device: str, n: int, repeats: int, batch: int = 128) -> tuple[float, float, int]:
+    """Images/s of the device loader (crop+flip+normalise) against torchvision's DataLoader."""
+    import torchvision.transforms as T
+    from torch.utils.data import DataLoader, Dataset
+
+    data = cifar_like(n)
+    loader = DeviceLoader(data.train, data, batch, train=True, device=device)
+
+    def ours():
+        for b in loader:
+            pass
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    class Images(Dataset):
+        def __init__(self):
+            self.images = data.train.images.permute(0, 2, 3, 1).numpy()
+            self.labels = data.train.labels.numpy()
+            self.tf = T.Compose([T.ToPILImage(), T.RandomCrop(32, 4), T.RandomHorizontalFlip(),
+                                 T.ToTensor(), T.Normalize(data.mean, data.std)])
+
+        def __len__(self):
+            return len(self.labels)
+
+        def __getitem__(self, i):
+            return self.tf(self.images[i]), int(self.labels[i])
+
+    best = None
+    for workers in (0, 1, 2):
+        tv = DataLoader(Images(), batch_size=batch, shuffle=True, num_workers=workers,
+                        persistent_workers=workers > 0, pin_memory=device.startswith("cuda"))
+
+        def theirs(tv=tv):
+            for xb, yb in tv:
+                xb.to(device, non_blocking=True)
+
+        t_ours, t_tv = alternate(timed(ours, lambda: None), timed(theirs, lambda: None), repeats)
+        if best is None or t_tv < best[1]:
+            best = (t_ours, t_tv, workers)
+    t_ours, t_tv, workers = best
+    return n / t_ours, n / t_tv, workers
+
+
+def mask_cost(device: str, steps: int, repeats: int, batch: int = 128,
+              model_name: str = "resnet18") -> tuple[float, float]:
+    """Seconds of training steps of ResNet-18 at 98% sparsity with mask enforcement vs without."""
+    data = cifar_like(batch * steps)
+    trainer = Trainer(data, device, progress=False)
+    torch.manual_seed(0)
+    dense = trainer.prepare(build_model(model_name, 10, 3, 32))
+    masked = trainer.prepare(build_model(model_name, 10, 3, 32))
+    masked.load_state_dict(dense.state_dict())
+    attach_mask(masked, global_topk_mask(magnitude_scores(masked), 0.98)[0])
+    phase = Phase("bench", 1, batch_size=batch)
+    return alternate(timed(lambda: trainer.fit(masked, phase), trainer.sync),
+                     timed(lambda: trainer.fit(dense, phase), trainer.sync), repeats)
+
+
+def importance_cost(device: str, steps: int, repeats: int, batch: int = 128,
+                    model_name: str = "resnet20") -> tuple[float, float]:
+    """An epoch with the teacher-guided loss, with and without importance accumulation."""
+    from bench.importance import ImportanceEMA
+    from methods.teacher_guided import TeacherGuidedObjective
+
+    data = cifar_like(batch * steps)
+    trainer = Trainer(data, device, progress=False)
+    torch.manual_seed(0)
+    teacher = trainer.prepare(build_model("resnet32", 10, 3, 32)).eval()
+    student = trainer.prepare(build_model(model_name, 10, 3, 32))
+    objective = TeacherGuidedObjective(teacher, 0.9, 3.0, "sample")
+    phase = Phase("bench", 1, batch_size=batch)
+    scoring = ImportanceEMA(student)
+    return alternate(timed(lambda: trainer.fit(student, phase, objective, [scoring]), trainer.sync),
+                     timed(lambda: trainer.fit(student, phase, objective), trainer.sync), repeats)
+
+
+def cache_saving(device: str, sparsities=(0.5, 0.75, 0.9, 0.95, 0.98)) -> tuple[float, float]:
+    """A five-sparsity tg-oneshot grid on digits (quick budgets): shared cache vs one per cell."""
+    from bench.cell import RunOptions, run_cell
+    from bench.config import RunConfig
+    from bench.grids import QUICK_BASE
+    from bench.store import ResultStore
+
+    options = RunOptions(device=device, progress=False, save_checkpoints=False)
+    cells = [RunConfig(method="tg-oneshot", sparsity=s, **QUICK_BASE) for s in sparsities]
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        for c in cells:
+            run_cell(c, ResultStore(Path(tmp) / "shared"), options)
+        cached = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for i, c in enumerate(cells):
+            run_cell(c, ResultStore(Path(tmp) / f"alone{i}"), options)
+        recompute = time.perf_counter() - t0
+    return recompute, cached
+
+
+def quick_grid_memory() -> float:
+    """Peak RSS (GiB) of `python -m bench.run` on the quick grid, in a child process."""
+    import resource
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "bench.run", "--results", tmp, "--no-progress"],
+                       check=True, capture_output=True)
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--compile", action="store_true", help="torch.compile in the throughput rows")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--steps", type=int, default=4, help="training steps per timed run")
+    p.add_argument("--only", help=f"comma list of rows: {', '.join(TARGETS)}")
+    args = p.parse_args(argv)
+    rows = set(args.only.split(",")) if args.only else set(TARGETS)
+    unknown = rows - set(TARGETS)
+    if unknown:
+        print(f"error: unknown row(s) {sorted(unknown)}; valid: {', '.join(TARGETS)}",
+              file=sys.stderr)
+        return 2
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    print(f"# bench.perf on {name}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"median of {args.repeats}\n")
+    print("| what | harness | baseline | ratio | target |\n|---|---|---|---|---|")
+
+    def row(key: str, ours: str, base: str, ratio: str) -> None:
+        print(f"| {TARGETS[key][0]} | {ours} | {base} | {ratio} | {TARGETS[key][1]} |", flush=True)
+
+    if "throughput" in rows:
+        for model in ("resnet20", "resnet18"):
+            h, b = throughput(model, args.device, args.steps, args.repeats, compile=args.compile)
+            row("throughput", f"{model}: {h:,.0f} img/s", f"{b:,.0f} img/s", f"{h / b:.3f}x")
+    if "pipeline" in rows:
+        ours, tv, workers = pipeline(args.device, 10_000, args.repeats)
+        row("pipeline", f"{ours:,.0f} img/s", f"{tv:,.0f} img/s (num_workers={workers})",
+            f"{ours / tv:.1f}x")
+    if "mask" in rows:
+        m, d = mask_cost(args.device, args.steps, args.repeats)
+        row("mask", f"{m:.3f} s", f"{d:.3f} s", f"{m / d:.3f}x")
+    if "importance" in rows:
+        s, n = importance_cost(args.device, args.steps * 4, args.repeats)
+        row("importance", f"{s:.3f} s", f"{n:.3f} s", f"{s / n:.3f}x")
+    if "cache" in rows:
+        r, c = cache_saving(args.device)
+        row("cache", f"{c:.1f} s cached", f"{r:.1f} s recomputed", f"{r / c:.2f}x")
+    if "memory" in rows:
+        gib = quick_grid_memory()
+        row("memory", f"{gib:.2f} GiB", "—", "—")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
