@@ -23,6 +23,10 @@ REQUIRED_KEYS = ("schema", "id", "label", "status", "config", "checksum")
 STATUSES = ("ok", "failed")
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class CorruptRecord(ValueError):
     pass
 
@@ -35,6 +39,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from collaborators
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

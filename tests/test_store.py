@@ -36,3 +36,13 @@ def test_hand_edited_or_truncated_records_are_detected(tmp_path):
     records, problems = store.load_all()
     assert records == [] and {p.path.name for p in problems} == {"a.json", "b.json"}
     assert any("not valid JSON" in p.message for p in problems)
+
+
+def test_records_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    path = ResultStore(tmp_path).write(rec())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
