@@ -338,7 +338,10 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         n = len(self.split)
-        if self.train and self.sampler is None and n > self.batch_size:
+        if self.sampler is not None:  # ask it, on a copy of the generator: nothing is consumed
+            probe = torch.Generator().set_state(self.generator.get_state())
+            return len(self.sampler(self.epoch, probe))
+        if self.train and n > self.batch_size:
             return n // self.batch_size
         return -(-n // self.batch_size)
 

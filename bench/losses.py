@@ -58,3 +58,41 @@ def teacher_guided_loss(student: torch.Tensor, teacher: torch.Tensor, labels: to
     """L_total = alpha * L_CA-KLD + (1 - alpha) * L_CE."""
     return alpha * ca_kld(student, teacher, temperature, kd_norm) + \
         (1 - alpha) * cross_entropy(student, labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# Self-distillation losses (METHODS.md section 3): CS-KD, PS-KD, DLB. The "teacher" side of each
+# is the network itself at another input or another time, always detached.
+
+
+def cskd_loss(anchor_logits: torch.Tensor, partner_logits: torch.Tensor,
+              anchor_labels: torch.Tensor, *, temperature: float = 4.0,
+              lam: float = 1.0) -> torch.Tensor:
+    """Class-wise self-KD (Yun et al. 2020): CE on the anchors plus
+    lam * T^2 * KL(softmax(z(x')/T) || softmax(z(x)/T)), x' a sample of the anchor's class.
+    As in the official code, CE covers the anchors only; the partners act as the teacher."""
+    return cross_entropy(anchor_logits, anchor_labels) + \
+        lam * kl_distill(anchor_logits, partner_logits, temperature)
+
+
+def pskd_alpha(alpha_T: float, epoch: int, epochs: int) -> float:
+    """PS-KD's progressive weight alpha_t = alpha_T * t / T with t = epoch + 1 (epoch 0-based),
+    as in the official code (`alpha_T * ((epoch + 1) / end_epoch)`): alpha_T in the last epoch."""
+    return alpha_T * (epoch + 1) / max(1, epochs)
+
+
+def pskd_loss(logits: torch.Tensor, labels: torch.Tensor, previous: torch.Tensor,
+              alpha: float) -> torch.Tensor:
+    """Progressive self-KD (Kim et al. 2021): soft-target CE against
+    (1 - alpha) * onehot(y) + alpha * p_prev(x), p_prev the sample's last-epoch prediction."""
+    onehot = F.one_hot(labels, logits.shape[1]).float()
+    return soft_cross_entropy(logits, (1.0 - alpha) * onehot + alpha * previous.detach().float())
+
+
+def dlb_loss(logits: torch.Tensor, labels: torch.Tensor, previous: torch.Tensor, *,
+             tau: float = 3.0, alpha: float = 1.0) -> torch.Tensor:
+    """Self-distillation from the last mini-batch (Shen et al. 2022): CE over the whole batch plus
+    alpha * tau^2 * KL(softmax(z_prev/tau) || softmax(z/tau)) over its last len(previous) rows,
+    the samples repeated from the previous step, whose logits then were `previous`."""
+    repeated = logits[logits.shape[0] - previous.shape[0]:]
+    return cross_entropy(logits, labels) + alpha * kl_distill(repeated, previous, tau)

@@ -169,3 +169,17 @@ def test_flip_and_crop_only_in_training():
     clean = be.x[bt.idx]
     assert not torch.allclose(bt.x, clean)  # augmented
     assert bt.x.shape == clean.shape
+
+
+def test_a_sampler_decides_the_batches_and_the_length():
+    b = load_dataset("synthetic")
+
+    def pairs(epoch, g):  # 3 batches of 10, drawn from the generator
+        return list(torch.randperm(len(b.train), generator=g)[:30].split(10))
+
+    loader = DeviceLoader(b.train, b, 128, train=True, sampler=pairs)
+    assert len(loader) == 3  # asked of the sampler, without consuming the generator
+    first = [bt.idx for bt in loader]
+    assert len(first) == 3 and all(len(i) == 10 for i in first)
+    again = DeviceLoader(b.train, b, 128, train=True, sampler=pairs)
+    assert all(torch.equal(x.idx, y) for x, y in zip(again, first))

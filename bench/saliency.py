@@ -1,0 +1,79 @@
+"""Pruning-at-initialisation saliency: ProsPr-style meta-gradients (Alizadeh et al., ICLR 2022).
+
+A mask m = 1 multiplies every prunable weight. Starting from θ0 ⊙ m, k SGD steps with momentum
+(no weight decay) are taken on k fresh batches, keeping the graph, and the loss at θ_k on one more
+fresh batch is differentiated through the whole trajectory back to m:
+
+    w_0 = θ0 ⊙ m;   v_{i+1} = μ v_i + ∇L(w_i; B_i);   w_{i+1} = w_i − η v_{i+1}
+    score = |∂L(w_k; B_k) / ∂m|
+
+This is the official ProsPr `prune(..., method="full")`: the mask multiplies the initial weights
+only, all parameters (BatchNorm and biases included) take the inner steps, BatchNorm runs in train
+mode. With k = 0 the score is |θ0 ⊙ ∇L| (SNIP). The real model is never changed: the inner steps
+run through `torch.func.functional_call` on copies of its parameters and buffers.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from bench.data import Batch
+from bench.masks import prunable_modules
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+LossFn = Callable[[Forward, Batch], tuple[torch.Tensor, torch.Tensor]]
+"""(model-like callable, batch) -> (loss, logits): the trainer's Objective signature, so a
+method's training objective can be differentiated at initialisation as it is."""
+
+
+def meta_gradient_scores(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *,
+                         lr: float = 0.5, momentum: float = 0.9) -> dict[str, torch.Tensor]:
+    """|∂L(θ_k)/∂m| for every prunable weight, keyed by module name; k = len(batches) - 1 inner
+    steps, one batch each, and the last batch for the meta-loss."""
+    if not batches:
+        raise ValueError("meta_gradient_scores needs at least one batch")
+    weight_keys = {f"{name}.weight" if name else "weight": name
+                   for name in prunable_modules(model)}
+    initial = {k: p.detach().clone() for k, p in model.named_parameters()}
+    buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
+    masks = {k: torch.ones_like(initial[k], requires_grad=True) for k in weight_keys}
+    for k, p in initial.items():
+        if k not in masks:
+            p.requires_grad_(True)
+    weights = {k: initial[k] * masks[k] if k in masks else initial[k] for k in initial}
+    velocity: dict[str, torch.Tensor] = {}
+    was_training = model.training
+    model.train()  # BatchNorm uses batch statistics; its running stats go to `buffers` copies
+
+    def forward_with(current: dict[str, torch.Tensor]) -> Forward:
+        return lambda x: functional_call(model, {**current, **buffers}, (x,))
+
+    try:
+        for batch in batches[:-1]:
+            loss, _ = loss_fn(forward_with(weights), batch)
+            keys = list(weights)
+            grads = torch.autograd.grad(loss, [weights[k] for k in keys], create_graph=True,
+                                        allow_unused=True)
+            for key, grad in zip(keys, grads):
+                if grad is None:
+                    continue
+                velocity[key] = grad if key not in velocity else momentum * velocity[key] + grad
+                weights[key] = weights[key] - lr * velocity[key]
+        loss, _ = loss_fn(forward_with(weights), batches[-1])
+        names = list(masks)
+        meta = torch.autograd.grad(loss, [masks[k] for k in names])
+    finally:
+        model.train(was_training)
+    return {weight_keys[k]: g.detach().abs() for k, g in zip(names, meta)}
+
+
+def normalize_by_sum(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Scores divided by their global sum (EPSD). One positive factor: the global ranking, and so
+    the mask, is unchanged; the scores become comparable across losses and steps."""
+    total = sum(s.sum() for s in scores.values())
+    if not torch.is_tensor(total) or float(total) == 0.0:
+        return dict(scores)
+    return {n: s / total for n, s in scores.items()}
