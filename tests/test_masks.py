@@ -102,3 +102,29 @@ def test_checkpoint_round_trip_keeps_the_mask():
     fresh.load_state_dict(state)
     assert sparsity_report(fresh) == sparsity_report(model)
     verify_mask(fresh, 0.8)
+
+
+def test_enforcement_follows_a_changed_mask_and_channels_last_layout():
+    from bench.masks import apply_mask, mask_gradients
+
+    model = net()
+    scores = magnitude_scores(model)
+    attach_mask(model, global_topk_mask(scores, 0.5)[0])
+    apply_mask(model)  # caches the survivors' positions
+    attach_mask(model, global_topk_mask({k: -v for k, v in scores.items()}, 0.5)[0])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.0)
+    apply_mask(model)
+    verify_mask(model, 0.5)  # the second mask, not the cached first one
+    model = model.to(memory_format=torch.channels_last)
+    w = model[0].weight
+    assert not w.is_contiguous()
+    with torch.no_grad():
+        w.fill_(2.0)
+    w.grad = torch.ones_like(w)
+    apply_mask(model)
+    mask_gradients(model)
+    m = model[0].weight_mask
+    assert torch.all(w[~m] == 0) and torch.all(w[m] == 2.0)
+    assert torch.all(w.grad[~m] == 0) and torch.all(w.grad[m] == 1.0)
