@@ -117,6 +117,8 @@ def test_enforcement_follows_a_changed_mask_and_channels_last_layout():
             p.fill_(1.0)
     apply_mask(model)
     verify_mask(model, 0.5)  # the second mask, not the cached first one
+    model = nn.Sequential(nn.Conv2d(3, 4, 3))
+    attach_mask(model, global_topk_mask(magnitude_scores(model), 0.7)[0])
     model = model.to(memory_format=torch.channels_last)
     w = model[0].weight
     assert not w.is_contiguous()
