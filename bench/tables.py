@@ -1,64 +1,237 @@
-"""Accuracy tables from records: methods x sparsities, mean ± std over seeds, per dataset."""
+"""Accuracy tables from records: methods x sparsities, mean ± std over seeds, per dataset.
+
+The flow is  cells ──expected_frame──┐
+             records ──store.frame───┴─ merge_status ─> summarize ─> pivot ─> markdown/LaTeX/HTML
+A cell the grid asks for but the store lacks is "missing"; a record that failed is "failed", with
+the first line of its error; a record file that does not load is "corrupt". None of them ever
+becomes a number.
+"""
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import pandas as pd
 
 from bench.config import RunConfig
 
+NOT_OK = ("failed", "missing", "corrupt")
+STYLES = ("plain", "markdown", "latex", "html")
+
 
 def expected_frame(cells: Iterable[RunConfig]) -> pd.DataFrame:
     """One row per cell the grid asks for, so missing cells show up as missing."""
-    return pd.DataFrame([{"id": c.id, "label": c.label, "dataset": c.dataset,
+    return pd.DataFrame([{"id": c.id, "label": c.label, "method": c.method, "dataset": c.dataset,
                           "sparsity": c.sparsity, "seed": c.seed,
-                          "temperature": c.resolved_temperature()} for c in cells])
+                          "temperature": c.resolved_temperature()} for c in cells],
+                        columns=["id", "label", "method", "dataset", "sparsity", "seed",
+                                 "temperature"])
 
 
-def merge_status(expected: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
+def merge_status(expected: pd.DataFrame, records: pd.DataFrame,
+                 corrupt_ids: Iterable[str] = ()) -> pd.DataFrame:
+    """The expected cells with their record's status and numbers; `corrupt_ids` (record files that
+    did not load) are marked corrupt instead of missing."""
     cols = ["id", "status", "test_acc", "sparsity_overall", "sparsity_prunable", "seconds",
             "seconds_cell", "seconds_shared", "empty_layers", "error"]
     if records.empty:
         records = pd.DataFrame(columns=cols)
     merged = expected.merge(records[[c for c in cols if c in records]], on="id", how="left")
+    corrupt = merged["id"].isin(set(corrupt_ids)) & merged["status"].isna()
+    merged.loc[corrupt, "status"] = "corrupt"
     merged["status"] = merged["status"].fillna("missing")
+    merged["row"] = row_labels(merged)
     return merged
+
+
+def row_labels(merged: pd.DataFrame) -> pd.Series:
+    """The table row of each cell: its label, plus T=... where the grid sweeps temperatures for
+    that label (otherwise cells at different T would be averaged together)."""
+    if merged.empty:
+        return pd.Series([], dtype=object)
+    swept = merged.groupby("label")["temperature"].nunique()
+    return pd.Series([f"{lab} (T={t:g})" if swept.get(lab, 1) > 1 else lab
+                      for lab, t in zip(merged["label"], merged["temperature"])],
+                     index=merged.index, dtype=object)
+
+
+def first_line(message: object) -> str:
+    text = str(message or "").strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (NaN for fewer than 2 values)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def fmt_mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
     if not values:
         return ""
-    mean = sum(values) / len(values) * scale
+    mean, std = mean_std([v * scale for v in values])
     if len(values) == 1:
         return f"{mean:.{digits}f} (n=1)"
-    var = sum((v * scale - mean) ** 2 for v in values) / (len(values) - 1)
-    return f"{mean:.{digits}f} ± {math.sqrt(var):.{digits}f} (n={len(values)})"
+    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={len(values)})"
 
 
-def accuracy_table(merged: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """Rows: method labels; columns: sparsities. Cells: mean ± std (n) of ok seeds, and the count
-    of failed or missing seeds, never a number that is not a result."""
-    df = merged[merged["dataset"] == dataset]
-    labels = list(dict.fromkeys(df["label"]))
+def summarize(merged: pd.DataFrame, by: Sequence[str] = ("dataset", "row", "sparsity")
+              ) -> pd.DataFrame:
+    """One row per group (default: dataset x table row x sparsity): accuracy mean/std in % over
+    the ok seeds, their count, the counts of failed/missing/corrupt seeds, the first failure's
+    first line, how many ok seeds have an empty layer, the mean overall sparsity reached, and the
+    text that tables print."""
+    rows = []
+    if merged.empty:
+        return pd.DataFrame(columns=[*by, "n", "mean", "std", "failed", "missing", "corrupt",
+                                     "error", "empty_layers", "sparsity_overall", "text"])
+    for key, group in merged.groupby(list(by), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        ok = group[group["status"] == "ok"]
+        accs = [float(v) * 100.0 for v in ok["test_acc"]]
+        mean, std = mean_std(accs) if accs else (math.nan, math.nan)
+        failed = group[group["status"] == "failed"]
+        overall = [float(v) for v in ok["sparsity_overall"] if pd.notna(v)]
+        row = dict(zip(by, key), n=len(accs), mean=mean, std=std, failed=len(failed),
+                   missing=int((group["status"] == "missing").sum()),
+                   corrupt=int((group["status"] == "corrupt").sum()),
+                   error=first_line(failed["error"].iloc[0]) if len(failed) else "",
+                   empty_layers=int((ok["empty_layers"].fillna(0).astype(float) > 0).sum()),
+                   sparsity_overall=sum(overall) / len(overall) if overall else math.nan)
+        row["text"] = cell_text(row)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def cell_text(s: dict, bold: bool = False, style: str = "plain") -> str:
+    """What a table prints for one summarised group. Results first (mean ± std (n)); then what is
+    not a result, in words: 'failed: <first line>', 'missing', 'corrupt'; then empty layers."""
+    parts = []
+    if s["n"]:
+        pm = {"latex": r"$\pm$"}.get(style, "±")
+        number = f"{s['mean']:.2f}" + (f" {pm} {s['std']:.2f}" if s["n"] > 1 else "")
+        parts += [_bold(number, style) if bold else number, f"(n={s['n']})"]
+    kinds = [(k, int(s[k])) for k in NOT_OK if s[k]]
+    single = not s["n"] and len(kinds) == 1 and kinds[0][1] == 1
+    notes = []
+    for what, count in kinds:
+        word = what if single else f"{count} {what}"
+        notes.append(f"{word}: {s['error']}" if what == "failed" else word)
+    if s.get("empty_layers"):
+        notes.append(f"empty layer in {s['empty_layers']}/{s['n']} seeds")
+    if notes:
+        note = _escape("; ".join(notes), style)
+        parts.append(note if not parts else f"[{note}]")
+    return " ".join(parts)
+
+
+def _bold(text: str, style: str) -> str:
+    return {"markdown": f"**{text}**", "latex": rf"\textbf{{{text}}}",
+            "html": f"<b>{text}</b>"}.get(style, text)
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&",
+                 "#": r"\#", "_": r"\_", "%": r"\%", "~": r"\textasciitilde{}",
+                 "^": r"\textasciicircum{}", "|": r"\textbar{}", "<": r"\textless{}",
+                 ">": r"\textgreater{}", "±": r"$\pm$"}
+
+
+def _escape(text: str, style: str) -> str:
+    """Free text (labels, error messages) made safe for the output format."""
+    if style == "html":
+        import html
+
+        return html.escape(text)
+    if style == "latex":
+        return "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
+    return text
+
+
+def pivot(summary: pd.DataFrame, dataset: str, style: str = "plain",
+          mark_best: bool = True) -> pd.DataFrame:
+    """Rows: table rows (method labels); columns: sparsities. The highest mean of each column is
+    bold (every tie), among groups with at least one ok seed."""
+    df = summary[summary["dataset"] == dataset]
+    rows = list(dict.fromkeys(df["row"]))
     sparsities = sorted(df["sparsity"].unique())
-    table = pd.DataFrame(index=labels, columns=[f"{s:g}" for s in sparsities], dtype=object)
-    for (label, sparsity), group in df.groupby(["label", "sparsity"]):
-        ok = group[group["status"] == "ok"]["test_acc"].astype(float).tolist()
-        text = fmt_mean_std(ok)
-        failed = int((group["status"] == "failed").sum())
-        missing = int((group["status"] == "missing").sum())
-        notes = [f"{failed} failed"] * bool(failed) + [f"{missing} missing"] * bool(missing)
-        if notes:
-            text = (text + " " if text else "") + "[" + ", ".join(notes) + "]"
-        table.loc[label, f"{sparsity:g}"] = text
+    table = pd.DataFrame(index=rows, columns=[f"{s:g}" for s in sparsities], dtype=object)
+    best = df.groupby("sparsity")["mean"].max() if mark_best else {}
+    for record in df.to_dict("records"):
+        is_best = bool(mark_best and record["n"] and record["mean"] == best[record["sparsity"]])
+        table.loc[record["row"], f"{record['sparsity']:g}"] = cell_text(record, is_best, style)
     table.index.name = "method"
     return table.fillna("—")
 
 
+def accuracy_table(merged: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Rows: method labels; columns: sparsities. Cells: mean ± std (n) of ok seeds, and the count
+    of failed or missing seeds, never a number that is not a result. The compact form that
+    `bench.run` prints after a run ("[1 failed]"); the report's tables (`pivot`) say why."""
+    summary = summarize(merged)
+    summary["text"] = [compact_text(r) for r in summary.to_dict("records")]
+    df = summary[summary["dataset"] == dataset]
+    table = pd.DataFrame(index=list(dict.fromkeys(df["row"])),
+                         columns=[f"{s:g}" for s in sorted(df["sparsity"].unique())], dtype=object)
+    for r in df.to_dict("records"):
+        table.loc[r["row"], f"{r['sparsity']:g}"] = r["text"]
+    table.index.name = "method"
+    return table.fillna("—")
+
+
+def compact_text(s: dict) -> str:
+    """mean ± std (n) and the counts of seeds that are not results: '[1 failed, 2 missing]'."""
+    text = "" if not s["n"] else f"{s['mean']:.2f} (n=1)" if s["n"] == 1 else \
+        f"{s['mean']:.2f} ± {s['std']:.2f} (n={s['n']})"
+    notes = [f"{s[k]} {k}" for k in NOT_OK if s[k]]
+    if notes:
+        text = (text + " " if text else "") + "[" + ", ".join(notes) + "]"
+    return text
+
+
 def to_markdown(table: pd.DataFrame) -> str:
-    header = "| " + " | ".join([table.index.name or ""] + list(table.columns)) + " |"
+    header = "| " + " | ".join([table.index.name or ""] + list(map(str, table.columns))) + " |"
     rule = "|" + "---|" * (len(table.columns) + 1)
-    rows = ["| " + " | ".join([str(idx)] + [str(v) for v in row]) + " |"
+    rows = ["| " + " | ".join([str(idx)] + [str(v).replace("|", "\\|") for v in row]) + " |"
             for idx, row in zip(table.index, table.values)]
     return "\n".join([header, rule, *rows])
+
+
+def to_latex(table: pd.DataFrame, caption: str = "", label: str = "") -> str:
+    """A booktabs tabular; cell texts must already be LaTeX (pivot(..., style="latex"))."""
+    cols = "l" + "c" * len(table.columns)
+    head = " & ".join([_escape(str(table.index.name or ""), "latex")]
+                      + [_escape(str(c), "latex") for c in table.columns]) + r" \\"
+    body = [" & ".join([_escape(str(i), "latex")] + [str(v) for v in row]) + r" \\"
+            for i, row in zip(table.index, table.values)]
+    lines = [r"\begin{table}[t]", r"\centering"]
+    if caption:
+        lines.append(rf"\caption{{{_escape(caption, 'latex')}}}")
+    if label:
+        lines.append(rf"\label{{{label}}}")
+    lines += [rf"\begin{{tabular}}{{{cols}}}", r"\toprule", head, r"\midrule", *body,
+              r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(table: pd.DataFrame) -> str:
+    """A plain HTML table; cell texts must already be HTML (pivot(..., style="html"))."""
+    import html
+
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in [table.index.name or ""]
+                   + list(table.columns))
+    body = "".join("<tr><th>" + html.escape(str(i)) + "</th>"
+                   + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
+                   for i, row in zip(table.index, table.values))
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>{body}</tbody>\n</table>"
+
+
+def long_csv(summary: pd.DataFrame) -> pd.DataFrame:
+    """The machine-readable form of the accuracy tables: numbers, counts and status per group."""
+    cols = ["dataset", "row", "sparsity", "n", "mean", "std", "failed", "missing", "corrupt",
+            "error", "empty_layers", "sparsity_overall", "text"]
+    out = summary[[c for c in cols if c in summary]].rename(columns={"row": "method",
+                                                                      "mean": "acc_mean_pct",
+                                                                      "std": "acc_std_pct"})
+    return out

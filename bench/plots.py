@@ -1,0 +1,143 @@
+"""Figures of the report: accuracy-vs-sparsity curves and radar plots, one per dataset.
+
+Both take the summary frame of bench.tables.summarize (one row per dataset x row x sparsity, with
+`n`, `mean`, `std` in %) and return a matplotlib Figure with exactly one Line2D per method row, so a
+caller (or a test) can count them. Groups without an ok seed are NaN: a gap in the line, never a 0.
+matplotlib and seaborn are imported inside the functions (Agg backend) so command lines start fast.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+RADAR_LEVELS = (0.5, 0.75, 0.9, 0.94, 0.98)  # the paper's radar figure (METHODS.md section 1)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _palette(n: int) -> list:
+    import seaborn as sns
+
+    return sns.color_palette("tab10" if n <= 10 else "husl", n)
+
+
+def _series(df: "pd.DataFrame", row: str, sparsities: Sequence[float]) -> tuple[list, list]:
+    """Mean and std (%) of `row` at each sparsity; NaN where no seed is ok."""
+    means, stds = [], []
+    for s in sparsities:
+        hit = df[(df["row"] == row) & (df["sparsity"] == s)]
+        ok = hit[hit["n"] > 0]
+        means.append(float(ok["mean"].iloc[0]) if len(ok) else math.nan)
+        stds.append(float(ok["std"].iloc[0]) if len(ok) and ok["n"].iloc[0] > 1 else math.nan)
+    return means, stds
+
+
+def _forward(x):
+    import numpy as np
+
+    return -np.log10(np.clip(1.0 - np.asarray(x, dtype=float) / 100.0, 1e-6, None))
+
+
+def _inverse(y):
+    import numpy as np
+
+    return 100.0 * (1.0 - np.power(10.0, -np.asarray(y, dtype=float)))
+
+
+def accuracy_curves(summary: "pd.DataFrame", dataset: str, title: str | None = None) -> "Figure":
+    """Test accuracy (%) against sparsity (%) of `dataset`: one line per method row (markers at
+    the means), a band and bars of ± one standard deviation over seeds where there are two or more.
+    The x axis is spaced by -log10(1 - sparsity), so 90 %, 98 % and 99 % stay apart."""
+    import seaborn as sns
+
+    plt = _pyplot()
+    df = summary[summary["dataset"] == dataset]
+    rows = list(dict.fromkeys(df["row"]))
+    sparsities = sorted(df["sparsity"].unique())
+    xs = [100.0 * s for s in sparsities]
+    with sns.axes_style("whitegrid"):
+        fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+        for row, color in zip(rows, _palette(len(rows))):
+            means, stds = _series(df, row, sparsities)
+            ax.plot(xs, means, marker="o", markersize=4, linewidth=1.6, color=color, label=row)
+            lo = [m - s if not math.isnan(s) else math.nan for m, s in zip(means, stds)]
+            hi = [m + s if not math.isnan(s) else math.nan for m, s in zip(means, stds)]
+            if any(not math.isnan(v) for v in lo):
+                ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
+                # a band needs two neighbours; a bar shows the spread at every point as well
+                ax.vlines(xs, lo, hi, color=color, alpha=0.6, linewidth=1.2)
+        ax.set_xscale("function", functions=(_forward, _inverse))
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"{x:g}" for x in xs], rotation=45 if len(xs) > 6 else 0)
+        ax.set_xlabel("sparsity of prunable weights (%)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(title or f"{dataset}: accuracy vs sparsity (mean ± std over seeds)")
+        if rows:
+            ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+        fig.tight_layout()
+    return fig
+
+
+def radar(summary: "pd.DataFrame", dataset: str, levels: Sequence[float] = RADAR_LEVELS,
+          title: str | None = None) -> "Figure | None":
+    """Accuracy at the paper's radar levels that the grid has, one closed line per method row.
+    None when fewer than three levels are present (no polygon to draw)."""
+    import seaborn as sns
+
+    df = summary[summary["dataset"] == dataset]
+    present = [s for s in levels if any(abs(s - v) < 1e-9 for v in df["sparsity"].unique())]
+    if len(present) < 3:
+        return None
+    plt = _pyplot()
+    rows = list(dict.fromkeys(df["row"]))
+    angles = [2 * math.pi * i / len(present) for i in range(len(present))]
+    values = {row: _series(df, row, present)[0] for row in rows}
+    finite = [v for vs in values.values() for v in vs if not math.isnan(v)]
+    low = max(0.0, math.floor(min(finite) - 5.0)) if finite else 0.0
+    high = min(100.0, math.ceil(max(finite) + 1.0)) if finite else 100.0
+    with sns.axes_style("whitegrid"):
+        fig = plt.figure(figsize=(6.0, 5.0), dpi=120)
+        ax = fig.add_subplot(projection="polar")
+        for row, color in zip(rows, _palette(len(rows))):
+            vs = values[row]
+            ax.plot(angles + angles[:1], vs + vs[:1], marker="o", markersize=3, linewidth=1.5,
+                    color=color, label=row)
+            if all(not math.isnan(v) for v in vs):
+                ax.fill(angles, vs, color=color, alpha=0.08)
+        ax.set_theta_offset(math.pi / 2)  # first level at the top, then clockwise
+        ax.set_theta_direction(-1)
+        ax.set_xticks(angles)
+        ax.set_xticklabels([f"{100 * s:g}%" for s in present])
+        ax.set_ylim(low, high)
+        ax.set_rlabel_position(180.0 / len(present))  # radial labels between two spokes
+        ax.set_title(title or f"{dataset}: accuracy (%) at the radar sparsities", pad=18)
+        if rows:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.08, 1.0), fontsize=8, frameon=False)
+        fig.tight_layout()
+    return fig
+
+
+def save(fig: "Figure", path: str | Path) -> Path:
+    """PNG written atomically beside the report; the figure is closed (frees its memory)."""
+    import io
+
+    from bench.store import atomic_write_bytes
+
+    plt = _pyplot()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
