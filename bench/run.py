@@ -46,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the training step")
     p.add_argument("--no-checkpoints", action="store_true", help="do not save final models")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--executor", choices=("inprocess", "local", "slurm"), default="inprocess",
+                   help="inprocess (default): run the cells in this process; local: in --workers "
+                        "subprocesses on this machine; slurm: submit job arrays (--cluster)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="--executor local: subprocesses running cells at once (default: 1)")
+    p.add_argument("--cluster", metavar="PROFILE",
+                   help="--executor slurm: a profile in slurm/ (e.g. local) or a profile YAML path")
+    p.add_argument("--wait", action="store_true",
+                   help="--executor slurm: block, with a progress bar, until the jobs have ended")
     return p
 
 
@@ -159,9 +168,22 @@ def preflight_data(cells, args) -> None:
 
 
 def print_dry_run(grid, cells, store) -> None:
-    print(f"grid {grid.name}: {len(cells)} cells")
+    from bench.grids import REFERENCE_IMAGES_PER_SECOND, estimate_gpu_hours
+
+    def hours(some) -> str:
+        h = estimate_gpu_hours(some)
+        return f"≈{h:,.1f}" if h >= 0.1 or h == 0 else f"≈{h:.1g}"
+
+    done = {c.id for c in cells if store.is_done(c.id)}
+    todo = [c for c in cells if c.id not in done]
+    print(f"grid {grid.name}: {len(cells)} cells, {hours(cells)} GPU-hours ({len(todo)} to run: "
+          f"{hours(todo)} GPU-hours; ResNet-18 at {REFERENCE_IMAGES_PER_SECOND:,.0f} CIFAR "
+          f"images/s, model in bench/grids.py)")
+    left_out = getattr(grid, "unregistered_methods", lambda: [])()
+    if left_out:
+        print(f"  not registered, left out: {', '.join(left_out)}")
     for c in cells:
-        state = "done" if store.is_done(c.id) else "todo"
+        state = "done" if c.id in done else "todo"
         print(f"  {c.id}  {state:4}  {c.label:28} {c.dataset:12} s={c.sparsity:<6g} "
               f"T={c.resolved_temperature():g} seed={c.seed}")
 
@@ -196,23 +218,54 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from bench.dispatch import check_executor_args
     from bench.store import ResultStore
 
+    check_executor_args(args)
     grid, cells = select_cells(args)
     store = ResultStore(args.results)
+    if args.executor == "slurm":
+        from bench import slurm
+
+        profile = slurm.load_profile(args.cluster)
+        slurm.check_device_name(args.device)
     if args.dry_run:
         print_dry_run(grid, cells, store)
+        if args.executor == "slurm":
+            print(slurm.describe(profile, sum(not store.is_done(c.id) for c in cells)))
         return 0
+    from bench.cell import RunOptions
+
+    if args.executor == "slurm":
+        slurm.require_sbatch()
+        slurm.check_partition(profile)
+        data_root = str(Path(args.data_root).resolve()) if args.data_root else None
+        options = RunOptions(device=args.device, data_root=data_root, download=args.download,
+                             progress=False, compile=args.compile,
+                             save_checkpoints=not args.no_checkpoints)
+        try:
+            code = slurm.run_slurm(cells, store, options, profile, grid_name=grid.name,
+                                   force=args.force, wait_for_jobs=args.wait,
+                                   progress=not args.no_progress,
+                                   status_cmd=slurm.status_command(args))
+        except slurm.SubmissionError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        if args.wait and code != 130:
+            print(write_tables(grid, cells, store))
+        return code
     device = resolve_device(args.device)
     preflight_data(cells, args)
 
-    from bench.cell import RunOptions
-    from bench.dispatch import run_inprocess
+    from bench.dispatch import run_inprocess, run_local
 
     options = RunOptions(device=device, data_root=args.data_root, download=args.download,
                          progress=not args.no_progress, compile=args.compile,
                          save_checkpoints=not args.no_checkpoints)
-    outcome = run_inprocess(cells, store, options, force=args.force)
+    if args.executor == "local":
+        outcome = run_local(cells, store, options, force=args.force, workers=args.workers or 1)
+    else:
+        outcome = run_inprocess(cells, store, options, force=args.force)
     print(write_tables(grid, cells, store))
     print(f"{len(outcome.ran)} ran, {len(outcome.skipped)} already done, "
           f"{len(outcome.failed)} failed, {len(outcome.busy)} running elsewhere; "
