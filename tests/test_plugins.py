@@ -48,6 +48,14 @@ def test_a_plugin_file_registers_a_method_that_runs_end_to_end(tmp_path):
     layers = rec["sparsity"]["layers"]
     # the same share in every layer: the plugin's own logic really ran
     assert all(abs(kept / total - 0.2) < 0.02 for kept, total in layers.values() if total > 100)
+    # ... and the report shows it next to the built-in, from the same plugin
+    report = run_cli("bench.report", "--plugin", plugin, "--grid", grid, "--results",
+                     tmp_path / "r", "--out", tmp_path / "report")
+    assert report.returncode == 0, report.stderr
+    text = (tmp_path / "report" / "report.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| layerwise-magnitude |")
+            or line.startswith("| magnitude |")]
+    assert len(rows) >= 2 and "missing" not in rows[0] + rows[1]
 
 
 def test_the_documented_snip_example_runs(tmp_path):
