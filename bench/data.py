@@ -276,7 +276,7 @@ def _decode(files: Sequence[tuple[Path, int]]) -> Split:
         if not path.is_file():
             raise DataError(f"missing image {path}")
         with Image.open(path) as im:
-            img = torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1)
+            img = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
         if img.shape != (3, 64, 64):
             raise DataError(f"{path} is {tuple(img.shape)}; expected 3x64x64")
         images.append(img)
