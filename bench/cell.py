@@ -24,8 +24,7 @@ from bench.cache import CacheEntry, PhaseCache
 from bench.config import RunConfig
 from bench.data import DataBundle, IndexSampler, dataset_fingerprint, load_dataset
 from bench.flops import cost_accounting
-from bench.masks import (attach_mask, global_topk_mask, prepare_for_state_dict, sparsity_report,
-                         verify_mask)
+from bench.masks import attach_mask, global_topk_mask, prepare_for_state_dict, verify_mask
 from bench.models import build_model
 from bench.store import ResultStore, atomic_torch_save
 from bench.trainer import Hook, Objective, Phase, PhaseResult, Trainer, ce_objective

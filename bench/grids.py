@@ -126,16 +126,12 @@ def load_grid(name_or_path: str) -> Grid:
     if name_or_path.endswith((".yaml", ".yml", ".json")):
         from pathlib import Path
 
-        import yaml
+        from bench.cli import read_yaml
 
         path = Path(name_or_path)
         if not path.is_file():
             raise UsageError(f"grid file {name_or_path!r} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise UsageError(f"{name_or_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        return grid_from_mapping(data, name_or_path)
+        return grid_from_mapping(read_yaml(path), name_or_path)
     return GRIDS.get(name_or_path)
 
 

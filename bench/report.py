@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import math
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from bench.registry import UsageError
-from bench.run import OneLineParser, add_common
+from bench.cli import OneLineParser, run_command
+from bench.run import add_common
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -492,12 +492,7 @@ img {{ max-width: 100%; }}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _main(args)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(_main, build_parser().parse_args(argv))
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -6,17 +6,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from bench.cli import OneLineParser, run_command
 from bench.registry import UsageError
 
 DEFAULT_RESULTS = "results/store"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Bad arguments: one line naming the problem, exit code 2 (argparse prints the usage too)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -206,15 +199,7 @@ def write_tables(grid, cells, store) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _main(args)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; finished cells are saved, run again to continue", file=sys.stderr)
-        return 130
+    return run_command(_main, build_parser().parse_args(argv))
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -98,7 +98,7 @@ def profile_names() -> list[str]:
 
 def load_profile(spec: str) -> ClusterProfile:
     """`spec` is a profile name (slurm/<name>.yaml) or a path to a YAML file."""
-    import yaml
+    from bench.cli import read_yaml
 
     path = Path(spec)
     if not (spec.endswith((".yaml", ".yml")) or os.sep in spec):
@@ -108,11 +108,7 @@ def load_profile(spec: str) -> ClusterProfile:
                              f"{', '.join(profile_names()) or '(none in slurm/)'}, or a YAML path")
     elif not path.is_file():
         raise UsageError(f"cluster profile file {spec!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return profile_from_mapping(data or {}, str(path), name=path.stem)
+    return profile_from_mapping(read_yaml(path) or {}, str(path), name=path.stem)
 
 
 def profile_from_mapping(data: Any, source: str, name: str = "profile") -> ClusterProfile:

@@ -15,11 +15,9 @@ written by `bench.run --executor slurm`), squeue (jobs still queued or running) 
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from bench.registry import UsageError
 
 STATES = ("done", "queued", "running", "failed", "missing")
 
@@ -121,7 +119,8 @@ def format_states(grid_name: str, cells: Sequence[Any], states: dict[str, CellSt
 
 
 def build_parser():
-    from bench.run import OneLineParser, add_common
+    from bench.cli import OneLineParser
+    from bench.run import add_common
 
     p = OneLineParser(prog="python -m bench.status", description=__doc__.split("\n\n")[0])
     add_common(p)
@@ -129,22 +128,23 @@ def build_parser():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        from bench.run import select_cells
-        from bench.store import ResultStore
+    from bench.cli import run_command
 
-        grid, cells = select_cells(args)
-        store = ResultStore(args.results)
-        notes: list[str] = []
-        states = collect(cells, store, notes)
-        print(format_states(grid.name, cells, states, store))
-        for note in notes:
-            print(f"note: {note}")
-        return 0
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(_main, build_parser().parse_args(argv))
+
+
+def _main(args) -> int:
+    from bench.run import select_cells
+    from bench.store import ResultStore
+
+    grid, cells = select_cells(args)
+    store = ResultStore(args.results)
+    notes: list[str] = []
+    states = collect(cells, store, notes)
+    print(format_states(grid.name, cells, states, store))
+    for note in notes:
+        print(f"note: {note}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,38 @@
+"""What the command lines share: one-line errors with exit code 2, and YAML files read safely."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.registry import UsageError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments: one line naming the problem, exit code 2 (argparse prints the usage too)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def run_command(body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command's body: a UsageError is one line and exit 2, never a traceback."""
+    try:
+        return body(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished cells are saved, run again to continue", file=sys.stderr)
+        return 130
+
+
+def read_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
