@@ -368,24 +368,31 @@ class DeviceLoader:
             start += len(b)
             idx = index[sl]
             images = self.split.images[idx]
-            if self.pad:
-                images = random_crop(images, self.pad, extras[0][:, sl])
-            if self.flip:
-                images = torch.where(extras[-1][sl].view(-1, 1, 1, 1), images.flip(3), images)
+            if self.pad or self.flip:
+                images = random_crop(images, self.pad, extras[0][:, sl] if self.pad else None,
+                                     extras[-1][sl] if self.flip else None)
             x = (images.float() - self.mean) * self.inv_std
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield Batch(x, self.split.labels[idx], idx)
 
 
-def random_crop(images: torch.Tensor, pad: int, shifts: torch.Tensor) -> torch.Tensor:
-    """Zero-pad by `pad` and take one crop per image at offsets `shifts` (2 x B), in one gather."""
+def random_crop(images: torch.Tensor, pad: int, shifts: torch.Tensor | None,
+                flips: torch.Tensor | None = None) -> torch.Tensor:
+    """Zero-pad by `pad`, take one crop per image at offsets `shifts` (2 x B) and mirror the
+    images where `flips` is true: one gather for all three."""
     b, c, h, w = images.shape
-    padded = F.pad(images, (pad, pad, pad, pad))
-    rows = (shifts[0].view(b, 1) + torch.arange(h, device=images.device)).view(b, 1, h, 1)
-    cols = (shifts[1].view(b, 1) + torch.arange(w, device=images.device)).view(b, 1, 1, w)
-    batch = torch.arange(b, device=images.device).view(b, 1, 1, 1)
-    chan = torch.arange(c, device=images.device).view(1, c, 1, 1)
+    padded = F.pad(images, (pad, pad, pad, pad)) if pad else images
+    device = images.device
+    if shifts is None:
+        shifts = torch.zeros(2, b, dtype=torch.int64, device=device)
+    across = torch.arange(w, device=device).expand(b, w)
+    if flips is not None:
+        across = torch.where(flips.view(b, 1), w - 1 - across, across)
+    rows = (shifts[0].view(b, 1) + torch.arange(h, device=device)).view(b, 1, h, 1)
+    cols = (shifts[1].view(b, 1) + across).view(b, 1, 1, w)
+    batch = torch.arange(b, device=device).view(b, 1, 1, 1)
+    chan = torch.arange(c, device=device).view(1, c, 1, 1)
     return padded[batch, chan, rows, cols]
 
 

@@ -183,3 +183,13 @@ def test_a_sampler_decides_the_batches_and_the_length():
     assert len(first) == 3 and all(len(i) == 10 for i in first)
     again = DeviceLoader(b.train, b, 128, train=True, sampler=pairs)
     assert all(torch.equal(x.idx, y) for x, y in zip(again, first))
+
+
+def test_crop_and_flip_in_one_gather():
+    images = torch.arange(2 * 1 * 4 * 4, dtype=torch.uint8).view(2, 1, 4, 4)
+    shifts = torch.tensor([[1, 0], [0, 2]])
+    out = random_crop(images, 1, shifts, torch.tensor([True, False]))
+    padded = torch.nn.functional.pad(images, (1, 1, 1, 1))
+    assert torch.equal(out[0], padded[0, :, 1:5, 0:4].flip(2))
+    assert torch.equal(out[1], padded[1, :, 0:4, 2:6])
+    assert torch.equal(random_crop(images, 0, None, torch.tensor([True, True])), images.flip(3))
