@@ -161,6 +161,7 @@ def preflight_data(cells, args) -> None:
 
 
 def print_dry_run(grid, cells, store) -> None:
+    from bench import catalog
     from bench.grids import REFERENCE_IMAGES_PER_SECOND, estimate_gpu_hours
 
     def hours(some) -> str:
@@ -177,8 +178,10 @@ def print_dry_run(grid, cells, store) -> None:
         print(f"  not registered, left out: {', '.join(left_out)}")
     for c in cells:
         state = "done" if c.id in done else "todo"
+        # a T= on a method without a temperature would suggest a sweep that does not happen
+        temp = f"T={c.resolved_temperature():g}" if catalog.METHODS.get(c.method).uses_temperature else "-"
         print(f"  {c.id}  {state:4}  {c.label:28} {c.dataset:12} s={c.sparsity:<6g} "
-              f"T={c.resolved_temperature():g} seed={c.seed}")
+              f"{temp:5} seed={c.seed}")
 
 
 def write_tables(grid, cells, store) -> str:
