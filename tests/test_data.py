@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import DataError, DeviceLoader, load_dataset, random_crop
+from bench.data import DataError, DeviceLoader, crop_windows, gather_crops, load_dataset, random_crop
 
 
 def write_cifar10(root, n_per_batch=20, n_test=30, columns=3072):
@@ -193,3 +193,28 @@ def test_crop_and_flip_in_one_gather():
     assert torch.equal(out[0], padded[0, :, 1:5, 0:4].flip(2))
     assert torch.equal(out[1], padded[1, :, 0:4, 2:6])
     assert torch.equal(random_crop(images, 0, None, torch.tensor([True, True])), images.flip(3))
+
+
+@pytest.mark.parametrize("pad", [1, 2, 4])
+@pytest.mark.parametrize("flip", [False, True])
+def test_window_gather_equals_the_reference_crop(pad, flip):
+    g = torch.Generator().manual_seed(pad)
+    images = torch.randint(0, 256, (9, 3, 6, 5), generator=g, dtype=torch.uint8)
+    idx = torch.tensor([4, 0, 8, 4, 2, 7])
+    shifts = torch.randint(0, 2 * pad + 1, (2, len(idx)), generator=g)
+    flips = torch.rand(len(idx), generator=g) < 0.5 if flip else None
+    got = gather_crops(crop_windows(images, pad, flip), idx, pad, shifts, flips)
+    assert torch.equal(got, random_crop(images[idx], pad, shifts, flips))
+    if flip:  # both branches really ran
+        assert 0 < int(flips.sum()) < len(idx)
+
+
+def test_the_windows_are_built_once_per_split():
+    b = load_dataset("synthetic")
+    pad, flip = b.spec.crop_padding, b.spec.flip
+    first = b.train.crop_windows(pad, flip)
+    assert first.shape == (2, len(b.train), 3, 2 * pad + 1, 2 * pad + 1, 8, 8)
+    assert b.train.to("cpu") is b.train
+    list(DeviceLoader(b.train, b, 64, train=True))
+    assert b.train.crop_windows(pad, flip) is first
+    assert b.train.crop_windows(pad, False).shape[0] == 1  # another augmentation replaces it
