@@ -409,7 +409,8 @@ def gather_crops(windows: torch.Tensor, idx: torch.Tensor, pad: int, shifts: tor
     """The crops of images `idx` at offsets `shifts` (2 x B: rows, cols), mirrored where `flips`.
 
     A mirrored image's crop at column offset c is the mirror of the original's crop at 2·pad − c,
-    so the result equals random_crop() on the same random numbers, bit for bit."""
+    so the result is bit for bit the mirror of the unmirrored crop (tests/test_data.py
+    checks it against a per-pixel reference)."""
     b = len(idx)
     rows = shifts[0] if shifts is not None else idx.new_zeros(b)
     cols = shifts[1] if shifts is not None else idx.new_zeros(b)
@@ -417,25 +418,6 @@ def gather_crops(windows: torch.Tensor, idx: torch.Tensor, pad: int, shifts: tor
         return windows[0, idx, :, rows, cols]
     cols = torch.where(flips, 2 * pad - cols, cols)
     return windows[flips.long(), idx, :, rows, cols]
-
-
-def random_crop(images: torch.Tensor, pad: int, shifts: torch.Tensor | None,
-                flips: torch.Tensor | None = None) -> torch.Tensor:
-    """Zero-pad by `pad`, take one crop per image at offsets `shifts` (2 x B) and mirror the
-    images where `flips` is true: the reference that gather_crops() must equal."""
-    b, c, h, w = images.shape
-    padded = F.pad(images, (pad, pad, pad, pad)) if pad else images
-    device = images.device
-    if shifts is None:
-        shifts = torch.zeros(2, b, dtype=torch.int64, device=device)
-    across = torch.arange(w, device=device).expand(b, w)
-    if flips is not None:
-        across = torch.where(flips.view(b, 1), w - 1 - across, across)
-    rows = (shifts[0].view(b, 1) + torch.arange(h, device=device)).view(b, 1, h, 1)
-    cols = (shifts[1].view(b, 1) + across).view(b, 1, 1, w)
-    batch = torch.arange(b, device=device).view(b, 1, 1, 1)
-    chan = torch.arange(c, device=device).view(1, c, 1, 1)
-    return padded[batch, chan, rows, cols]
 
 
 def dataset_fingerprint(bundle: DataBundle) -> str:

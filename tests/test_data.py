@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import DataError, DeviceLoader, crop_windows, gather_crops, load_dataset, random_crop
+import torch.nn.functional as F
+
+from bench.data import DataError, DeviceLoader, crop_windows, gather_crops, load_dataset
 
 
 def write_cifar10(root, n_per_batch=20, n_test=30, columns=3072):
@@ -136,13 +138,33 @@ def test_tinyimagenet_missing_pieces(tmp_path):
         load_dataset("tinyimagenet", tmp_path)
 
 
+def random_crop(images: torch.Tensor, pad: int, shifts: torch.Tensor | None,
+                flips: torch.Tensor | None = None) -> torch.Tensor:
+    """The per-pixel reference for gather_crops(): zero-pad by `pad`, take one crop per image at
+    offsets `shifts` (2 x B) and mirror the images where `flips` is true."""
+    b, c, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad)) if pad else images
+    device = images.device
+    if shifts is None:
+        shifts = torch.zeros(2, b, dtype=torch.int64, device=device)
+    across = torch.arange(w, device=device).expand(b, w)
+    if flips is not None:
+        across = torch.where(flips.view(b, 1), w - 1 - across, across)
+    rows = (shifts[0].view(b, 1) + torch.arange(h, device=device)).view(b, 1, h, 1)
+    cols = (shifts[1].view(b, 1) + across).view(b, 1, 1, w)
+    batch = torch.arange(b, device=device).view(b, 1, 1, 1)
+    chan = torch.arange(c, device=device).view(1, c, 1, 1)
+    return padded[batch, chan, rows, cols]
+
+
 def test_random_crop_matches_a_manual_crop():
     images = torch.arange(2 * 3 * 5 * 5, dtype=torch.uint8).view(2, 3, 5, 5)
     shifts = torch.tensor([[0, 3], [2, 1]])  # rows, cols per image
-    out = random_crop(images, 2, shifts)
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
-    assert torch.equal(out[0], padded[0, :, 0:5, 2:7])
-    assert torch.equal(out[1], padded[1, :, 3:8, 1:6])
+    loader_path = gather_crops(crop_windows(images, 2, False), torch.arange(2), 2, shifts, None)
+    for out in (random_crop(images, 2, shifts), loader_path):
+        assert torch.equal(out[0], padded[0, :, 0:5, 2:7])
+        assert torch.equal(out[1], padded[1, :, 3:8, 1:6])
 
 
 def test_loader_is_seeded_normalised_and_covers_the_split():
@@ -188,11 +210,16 @@ def test_a_sampler_decides_the_batches_and_the_length():
 def test_crop_and_flip_in_one_gather():
     images = torch.arange(2 * 1 * 4 * 4, dtype=torch.uint8).view(2, 1, 4, 4)
     shifts = torch.tensor([[1, 0], [0, 2]])
-    out = random_crop(images, 1, shifts, torch.tensor([True, False]))
+    flips = torch.tensor([True, False])
     padded = torch.nn.functional.pad(images, (1, 1, 1, 1))
-    assert torch.equal(out[0], padded[0, :, 1:5, 0:4].flip(2))
-    assert torch.equal(out[1], padded[1, :, 0:4, 2:6])
-    assert torch.equal(random_crop(images, 0, None, torch.tensor([True, True])), images.flip(3))
+    loader_path = gather_crops(crop_windows(images, 1, True), torch.arange(2), 1, shifts, flips)
+    for out in (random_crop(images, 1, shifts, flips), loader_path):
+        assert torch.equal(out[0], padded[0, :, 1:5, 0:4].flip(2))
+        assert torch.equal(out[1], padded[1, :, 0:4, 2:6])
+    both = torch.tensor([True, True])
+    assert torch.equal(random_crop(images, 0, None, both), images.flip(3))
+    assert torch.equal(gather_crops(crop_windows(images, 0, True), torch.arange(2), 0, None, both),
+                       images.flip(3))
 
 
 @pytest.mark.parametrize("pad", [1, 2, 4])
