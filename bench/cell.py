@@ -240,6 +240,7 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
     shared_seconds = sum(p.get("seconds", 0.0) for p in phases.values() if p.get("shared"))
     record.update(
         phases=phases,
+        phase_order=list(phases),  # the record's JSON sorts keys; keep the order they ran in
         extra=ctx.extra if ctx else {},
         cost={"seconds_cell": cell_seconds, "seconds_shared": shared_seconds,
               "seconds_total": cell_seconds + shared_seconds,

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the training step")
     p.add_argument("--no-checkpoints", action="store_true", help="do not save final models")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--profile", action="store_true",
+                   help="after the run, print each finished cell's images/s and share of time "
+                        "per phase")
     p.add_argument("--executor", choices=("inprocess", "local", "slurm"), default="inprocess",
                    help="inprocess (default): run the cells in this process; local: in --workers "
                         "subprocesses on this machine; slurm: submit job arrays (--cluster)")
@@ -201,6 +204,14 @@ def write_tables(grid, cells, store) -> str:
     return text
 
 
+def print_profiles(args: argparse.Namespace, cells, store) -> None:
+    if args.profile:
+        from bench.profile import format_profiles
+
+        records, _ = store.load_all([c.id for c in cells])
+        print(format_profiles(records) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     return run_command(_main, build_parser().parse_args(argv))
 
@@ -241,6 +252,7 @@ def _main(args: argparse.Namespace) -> int:
             return 1
         if args.wait and code != 130:
             print(write_tables(grid, cells, store))
+            print_profiles(args, cells, store)
         return code
     device = resolve_device(args.device)
     preflight_data(cells, args)
@@ -255,6 +267,7 @@ def _main(args: argparse.Namespace) -> int:
     else:
         outcome = run_inprocess(cells, store, options, force=args.force)
     print(write_tables(grid, cells, store))
+    print_profiles(args, cells, store)
     print(f"{len(outcome.ran)} ran, {len(outcome.skipped)} already done, "
           f"{len(outcome.failed)} failed, {len(outcome.busy)} running elsewhere; "
           f"records in {Path(args.results) / 'records'}, tables in {store.tables_dir}")

@@ -103,12 +103,14 @@ class PhaseResult:
     name: str
     epochs: int
     seconds: float
+    images: int = 0  # training samples processed (repeats included), for images/s
     val_acc: list[float] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     resumed_from_epoch: int = 0
 
     def as_record(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "seconds": self.seconds, "val_acc": self.val_acc,
+        return {"epochs": self.epochs, "seconds": self.seconds, "images": self.images,
+                "val_acc": self.val_acc,
                 "train_loss": self.train_loss, "resumed_from_epoch": self.resumed_from_epoch}
 
 
@@ -196,7 +198,7 @@ class Trainer:
             for hook in hooks:
                 hook.on_epoch_start(state)
             loss_sum = torch.zeros((), device=self.device)
-            n_batches = 0
+            n_batches = n_images = 0
             for batch in loader:
                 factor = phase.lr_factor(state.step, steps_per_epoch)
                 for group in optimizer.param_groups:
@@ -218,6 +220,7 @@ class Trainer:
                     hook.after_step(state)
                 loss_sum += loss.detach().float()
                 n_batches += 1
+                n_images += batch.y.shape[0]
                 state.step += 1
             for hook in hooks:
                 hook.on_epoch_end(state)
@@ -228,6 +231,7 @@ class Trainer:
             val = self.accuracy(model, self.data.val) if len(self.data.val) else float("nan")
             self.sync()
             result.seconds += time.perf_counter() - t0
+            result.images += n_images
             result.train_loss.append(mean_loss)
             result.val_acc.append(val)
             if hasattr(bar, "set_postfix"):

@@ -2,6 +2,7 @@ import pytest
 import torch
 import yaml
 
+from bench.data import load_dataset
 from bench.masks import keep_count
 from bench.store import ResultStore
 from conftest import TINY, run_cli
@@ -71,8 +72,19 @@ def test_grid_runs_records_tables_checkpoints_then_skips(tmp_path):
     assert (tmp_path / "r" / "tables" / "tiny.md").is_file()
     assert (tmp_path / "r" / "tables" / "tiny.csv").read_text().count("\n") == 7
     assert not list((tmp_path / "r" / "work").glob("*/*")) if (tmp_path / "r" / "work").exists() else True
-    again = run_cli("bench.run", "--grid", grid, "--results", tmp_path / "r", "--no-progress")
+    again = run_cli("bench.run", "--grid", grid, "--results", tmp_path / "r", "--no-progress",
+                    "--profile")
     assert again.returncode == 0 and "0 ran, 6 already done" in again.stdout
+    # --profile reads the records: one table per cell, training phases with their image counts
+    assert again.stdout.count("| phase | epochs | images |") == 6
+    n_train = load_dataset("synthetic").train.labels.numel()
+    per_epoch = (n_train // 32) * 32  # batch_size 32, ragged last batch dropped
+    for r in records:
+        assert sorted(r["phase_order"]) == sorted(r["phases"]) and r["phase_order"][-1] == "evaluate"
+        for name, phase in r["phases"].items():
+            if phase["epochs"]:
+                assert phase["images"] == phase["epochs"] * per_epoch, name
+    assert f"| finetune | 1 | {per_epoch:,} |" in again.stdout
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "r" / "records").iterdir()}
     forced = run_cli("bench.run", "--grid", grid, "--results", tmp_path / "r", "--no-progress",
                      "--methods", "random", "--sparsities", "0.5", "--force")

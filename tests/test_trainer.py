@@ -21,6 +21,9 @@ def test_training_learns_and_records_history(data):
     model = make()
     result = trainer.fit(model, Phase("p", 3, batch_size=32, lr=0.05))
     assert len(result.val_acc) == 3 and len(result.train_loss) == 3 and result.seconds > 0
+    # full batches only (the ragged last one is dropped), so images/s counts what was trained on
+    assert result.images == 3 * (len(data.train) // 32) * 32
+    assert result.as_record()["images"] == result.images
     assert result.train_loss[-1] < result.train_loss[0]
     assert trainer.accuracy(model, data.test) > 0.5  # 4 classes: chance is 0.25
 
@@ -88,5 +91,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(data, tmp_path):
     result = Trainer(data, seed=1, progress=False).fit(resumed, phase,
                                                        checkpoint=tmp_path / "p.pt")
     assert result.resumed_from_epoch == 2 and len(result.val_acc) == 3
+    assert result.images == 3 * (len(data.train) // 32) * 32  # the killed run's epochs count
     assert all(torch.equal(resumed.state_dict()[k], full.state_dict()[k])
                for k in full.state_dict())
+
