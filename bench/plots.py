@@ -1,4 +1,5 @@
-"""Figures of the report: accuracy-vs-sparsity curves and radar plots, one per dataset.
+"""Figures of the report, one per dataset: accuracy against sparsity, against compression and
+multiply-accumulates, and radar plots.
 
 Both take the summary frame of bench.tables.summarize (one row per dataset x row x sparsity, with
 `n`, `mean`, `std` in %) and return a matplotlib Figure with exactly one Line2D per method row, so a
@@ -88,6 +89,51 @@ def accuracy_curves(summary: "pd.DataFrame", dataset: str, title: str | None = N
             ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
         fig.tight_layout()
     return fig
+
+
+def cost_curves(summary: "pd.DataFrame", dataset: str) -> "Figure | None":
+    """Test accuracy (%) against the compression ratio (dense size / non-zero parameters) and
+    against the sparse multiply-accumulates per image, both on log axes: one line per method row
+    in each panel, ordered by sparsity. None when no record carries the cost accounting."""
+    import seaborn as sns
+
+    df = summary[summary["dataset"] == dataset]
+    if "compression_ratio" not in df or df["compression_ratio"].notna().sum() == 0:
+        return None
+    plt = _pyplot()
+    rows = list(dict.fromkeys(df["row"]))
+    with sns.axes_style("whitegrid"):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 4.2), dpi=120, sharey=True)
+        for row, color in zip(rows, _palette(len(rows))):
+            points = df[(df["row"] == row) & (df["n"] > 0)].sort_values("sparsity")
+            left.plot(points["compression_ratio"], points["mean"], marker="o", markersize=4,
+                      linewidth=1.6, color=color, label=row)
+            right.plot(points["macs_sparse"] / 1e6, points["mean"], marker="o", markersize=4,
+                       linewidth=1.6, color=color, label=row)
+        for ax in (left, right):
+            _plain_log_axis(ax)
+        left.set_xlabel("compression ratio (all parameters / non-zero), log")
+        left.set_ylabel("test accuracy (%)")
+        right.invert_xaxis()  # fewer operations to the right, like the compression panel
+        dense = df["macs_dense"].dropna()
+        note = f" (dense {dense.iloc[0] / 1e6:,.1f})" if len(dense) else ""
+        right.set_xlabel(f"sparse multiply-accumulates per image, millions{note}, log")
+        fig.suptitle(f"{dataset}: accuracy against compression and compute (mean over seeds)")
+        if rows:
+            right.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+        fig.tight_layout()
+    return fig
+
+
+def _plain_log_axis(ax) -> None:
+    """A log x axis labelled 1, 2, 5, 10, 20, ... (matplotlib's default labels its minor ticks
+    with overlapping 2x10^0-style text)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def radar(summary: "pd.DataFrame", dataset: str, levels: Sequence[float] = RADAR_LEVELS,

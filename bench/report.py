@@ -1,7 +1,8 @@
 """`python -m bench.report`: the paper's tables and figures from a results store.
 
 Writes, under --out (default <results>/report/<grid>): per dataset an accuracy table (Markdown,
-CSV, LaTeX; best mean per column in bold), accuracy-vs-sparsity curves and a radar plot (PNG); a
+CSV, LaTeX; best mean per column in bold), accuracy-vs-sparsity curves, accuracy against
+compression and multiply-accumulates, and a radar plot (PNG); a
 wall-clock table with each phase's share; the one-shot vs COLT time ratio; the temperature
 ablation; our numbers beside the paper's printed ones (results/paper/reported.csv); and all of it
 in report.md and index.html. Missing, failed and corrupt cells are shown as such, never as numbers.
@@ -357,6 +358,16 @@ def build_report(grid, cells, store, out: str | Path,
         name = f"curves_{safe_name(dataset)}.png"
         files.append(plots.save(fig, out / name))
         image(name, f"{dataset}: accuracy vs sparsity")
+        fig = plots.cost_curves(data.summary, dataset)
+        if fig is not None:
+            figures[f"cost_{dataset}"] = fig
+            name = f"cost_{safe_name(dataset)}.png"
+            files.append(plots.save(fig, out / name))
+            image(name, f"{dataset}: accuracy against compression and compute")
+            para("Compression = all parameters / non-zero ones; multiply-accumulates count "
+                 "only the non-zero weights of convolutions and linear layers (the theoretical "
+                 "speed-up a sparse kernel could reach; dense kernels run at the dense cost). "
+                 f"The numbers are in {stem}.csv.")
         fig = plots.radar(data.summary, dataset)
         if fig is None:
             para(f"No radar plot: fewer than three of the radar sparsities "

@@ -202,6 +202,10 @@ def flatten_record(r: dict[str, Any]) -> dict[str, Any]:
     row["sparsity_prunable"] = sp.get("prunable")
     row["sparsity_overall"] = sp.get("overall")
     row["empty_layers"] = len(sp.get("empty_layers", []))
+    compute = r.get("compute") or {}
+    for key in ("params_nonzero", "compression_ratio", "macs_dense", "macs_sparse",
+                "theoretical_speedup"):
+        row[key] = compute.get(key)
     cost = r.get("cost") or {}
     row["seconds"] = cost.get("seconds_total")
     row["seconds_cell"] = cost.get("seconds_cell")

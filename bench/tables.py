@@ -16,6 +16,7 @@ import pandas as pd
 from bench.config import RunConfig
 
 NOT_OK = ("failed", "missing", "corrupt")
+COST_COLUMNS = ("compression_ratio", "macs_dense", "macs_sparse")
 STYLES = ("plain", "markdown", "latex", "html")
 
 
@@ -33,7 +34,7 @@ def merge_status(expected: pd.DataFrame, records: pd.DataFrame,
     """The expected cells with their record's status and numbers; `corrupt_ids` (record files that
     did not load) are marked corrupt instead of missing."""
     cols = ["id", "status", "test_acc", "sparsity_overall", "sparsity_prunable", "seconds",
-            "seconds_cell", "seconds_shared", "empty_layers", "error"]
+            "seconds_cell", "seconds_shared", "empty_layers", "error", *COST_COLUMNS]
     if records.empty:
         records = pd.DataFrame(columns=cols)
     merged = expected.merge(records[[c for c in cols if c in records]], on="id", how="left")
@@ -82,27 +83,34 @@ def summarize(merged: pd.DataFrame, by: Sequence[str] = ("dataset", "row", "spar
     """One row per group (default: dataset x table row x sparsity): accuracy mean/std in % over
     the ok seeds, their count, the counts of failed/missing/corrupt seeds, the first failure's
     first line, how many ok seeds have an empty layer, the mean overall sparsity reached, and the
-    text that tables print."""
+    text that tables print. Cost columns (compression ratio, multiply-accumulates per image) are
+    means over the ok seeds, NaN where records predate them."""
     rows = []
     if merged.empty:
         return pd.DataFrame(columns=[*by, "n", "mean", "std", "failed", "missing", "corrupt",
-                                     "error", "empty_layers", "sparsity_overall", "text"])
+                                     "error", "empty_layers", "sparsity_overall", *COST_COLUMNS,
+                                     "text"])
     for key, group in merged.groupby(list(by), sort=False):
         key = key if isinstance(key, tuple) else (key,)
         ok = group[group["status"] == "ok"]
         accs = [float(v) * 100.0 for v in ok["test_acc"]]
         mean, std = mean_std(accs) if accs else (math.nan, math.nan)
         failed = group[group["status"] == "failed"]
-        overall = [float(v) for v in ok["sparsity_overall"] if pd.notna(v)]
         row = dict(zip(by, key), n=len(accs), mean=mean, std=std, failed=len(failed),
                    missing=int((group["status"] == "missing").sum()),
                    corrupt=int((group["status"] == "corrupt").sum()),
                    error=first_line(failed["error"].iloc[0]) if len(failed) else "",
                    empty_layers=int((ok["empty_layers"].fillna(0).astype(float) > 0).sum()),
-                   sparsity_overall=sum(overall) / len(overall) if overall else math.nan)
+                   sparsity_overall=_mean_of(ok, "sparsity_overall"),
+                   **{c: _mean_of(ok, c) for c in COST_COLUMNS})
         row["text"] = cell_text(row)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _mean_of(frame: pd.DataFrame, column: str) -> float:
+    values = [float(v) for v in frame[column] if pd.notna(v)] if column in frame else []
+    return sum(values) / len(values) if values else math.nan
 
 
 def cell_text(s: dict, bold: bool = False, style: str = "plain") -> str:
@@ -230,7 +238,7 @@ def to_html(table: pd.DataFrame) -> str:
 def long_csv(summary: pd.DataFrame) -> pd.DataFrame:
     """The machine-readable form of the accuracy tables: numbers, counts and status per group."""
     cols = ["dataset", "row", "sparsity", "n", "mean", "std", "failed", "missing", "corrupt",
-            "error", "empty_layers", "sparsity_overall", "text"]
+            "error", "empty_layers", "sparsity_overall", *COST_COLUMNS, "text"]
     out = summary[[c for c in cols if c in summary]].rename(columns={"row": "method",
                                                                       "mean": "acc_mean_pct",
                                                                       "std": "acc_std_pct"})

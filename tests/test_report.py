@@ -59,7 +59,9 @@ def make_record(cfg, outcome, empty_layers=()):
     else:
         record.update(status="ok", accuracy={"test": float(outcome)},
                       sparsity={"prunable": cfg.sparsity, "overall": cfg.sparsity * 0.998,
-                                "empty_layers": list(empty_layers)})
+                                "empty_layers": list(empty_layers)},
+                      compute={"compression_ratio": 1.0 / (1.0 - cfg.sparsity) + cfg.seed,
+                               "macs_dense": 4e6, "macs_sparse": 4e6 * (1.0 - cfg.sparsity)})
     return record
 
 
@@ -139,17 +141,44 @@ def test_plots_have_one_line_per_method(report):
     assert [t.get_text() for t in radar.axes[0].get_xticklabels()] == ["50%", "90%", "98%"]
 
 
+def test_accuracy_against_compression_and_macs(report):
+    fig = report.figures["cost_synthetic"]
+    compression, macs = fig.axes[:2]
+    assert [line.get_label() for line in compression.get_lines()] == ["magnitude",
+                                                                      "tg-oneshot-kd"]
+    magnitude = compression.get_lines()[0]
+    # mean over the two ok seeds (1/(1-s) + seed); 98% has no ok seed, so no point
+    assert list(magnitude.get_xdata()) == pytest.approx([2.5, 10.5])
+    assert list(magnitude.get_ydata()) == pytest.approx([91.0, 82.0])
+    assert list(macs.get_lines()[0].get_xdata()) == pytest.approx([2.0, 0.4])  # millions
+    assert compression.get_xscale() == "log" and macs.get_xscale() == "log"
+    csv = pd.read_csv(report.out / "accuracy_synthetic.csv")
+    kd = csv[(csv["method"] == "tg-oneshot-kd") & (csv["sparsity"] == 0.9)].iloc[0]
+    assert kd["compression_ratio"] == pytest.approx(10.0)  # the corrupt seed is not counted
+    assert kd["macs_sparse"] == pytest.approx(4e5)
+
+
+def test_no_cost_plot_for_records_without_cost_accounting():
+    from bench.plots import cost_curves
+
+    summary = pd.DataFrame({"dataset": ["d"], "row": ["m"], "sparsity": [0.5], "n": [1],
+                            "mean": [90.0], "compression_ratio": [math.nan],
+                            "macs_dense": [math.nan], "macs_sparse": [math.nan]})
+    assert cost_curves(summary, "d") is None
+
+
 def test_files_and_report_pages(report):
     names = {p.name for p in report.out.iterdir()}
     assert {"report.md", "index.html", "accuracy_synthetic.md", "accuracy_synthetic.csv",
             "accuracy_synthetic.tex", "curves_synthetic.png", "radar_synthetic.png",
-            "wallclock.csv", "phases.csv", "reported_vs_ours.csv"} <= names
-    for png in ("curves_synthetic.png", "radar_synthetic.png"):
+            "cost_synthetic.png", "wallclock.csv", "phases.csv", "reported_vs_ours.csv"} <= names
+    for png in ("curves_synthetic.png", "radar_synthetic.png", "cost_synthetic.png"):
         assert (report.out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (report.out / "report.md").read_text()
     html = (report.out / "index.html").read_text()
     for page in (md, html):
         assert "curves_synthetic.png" in page and "radar_synthetic.png" in page
+        assert "cost_synthetic.png" in page
         assert "failed: RuntimeError: CUDA out of memory" in page
         assert "missing" in page
     corrupt = [c for c in make_grid().cells()
