@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 import torch
 
@@ -95,3 +97,27 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(data, tmp_path):
     assert all(torch.equal(resumed.state_dict()[k], full.state_dict()[k])
                for k in full.state_dict())
 
+
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")),
+                    reason="torch.compile's CPU backend needs a C++ compiler")
+def test_masks_hold_under_torch_compile(data):
+    """--compile trains the compiled module while masks are enforced on the eager parameters it
+    shares: pruned weights stay exactly zero and training matches eager mode."""
+    from bench.masks import attach_mask, global_topk_mask, magnitude_scores, verify_mask
+
+    eager, compiled = make(), make()
+    mask, _ = global_topk_mask(magnitude_scores(eager), 0.9)
+    attach_mask(eager, mask)
+    attach_mask(compiled, mask)
+    before = {k: v.clone() for k, v in compiled.state_dict().items()}
+    phase = Phase("p", 2, batch_size=32)
+    torch._dynamo.reset()
+    r_eager = Trainer(data, progress=False).fit(eager, phase)
+    r_compiled = Trainer(data, progress=False, compile=True).fit(compiled, phase)
+    report = verify_mask(compiled, 0.9)
+    assert report.prunable_kept == sum(int(m.sum()) for m in mask.values())
+    for name, module in compiled.named_modules():
+        if name in mask:
+            assert torch.all(module.weight[~mask[name]] == 0), name
+            assert not torch.equal(module.weight, before[f"{name}.weight"]), name  # it trained
+    assert r_compiled.train_loss == pytest.approx(r_eager.train_loss, rel=1e-2)
