@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -28,6 +28,8 @@ TARGETS = {
     "mask": ("step with mask / without (seconds)", "<= 1.03x"),
     "importance": ("epoch with scoring / without (seconds)", "<= 1.15x"),
     "cache": ("5-sparsity tg-oneshot grid, paper budget proportions: recompute / cached", ">= 3x"),
+    "colt": ("tg-oneshot vs COLT to 0.977, matched per-round budgets: colt / tg-oneshot (s)",
+             ">= 10x"),
     "memory": ("peak RSS of the quick grid (GiB)", "< 2 GiB"),
 }
 
@@ -180,17 +182,24 @@ def importance_cost(device: str, steps: int, repeats: int, batch: int = 128,
 CACHE_BUDGETS = {"teacher_epochs": 20, "dense_epochs": 16, "sparse_epochs": 5}
 
 
-def cache_saving(device: str, sparsities=(0.5, 0.75, 0.9, 0.95, 0.98)) -> tuple[float, float]:
-    """A five-sparsity tg-oneshot grid on digits: one shared cache vs a cache per cell."""
+def cache_saving(device: str, retrains: Sequence[str] = ("kd",),
+                 sparsities: Sequence[float] = (0.5, 0.75, 0.9, 0.95, 0.98)) -> tuple[float, float]:
+    """A five-sparsity tg-oneshot grid on digits (one cell per sparsity and retraining row):
+    one shared cache against a fresh cache per cell, after a warm-up cell so neither side pays
+    for the first data load and kernel set-up."""
     from bench.cell import RunOptions, run_cell
     from bench.config import RunConfig
     from bench.grids import QUICK_BASE
     from bench.store import ResultStore
 
     options = RunOptions(device=device, progress=False, save_checkpoints=False)
-    cells = [RunConfig(method="tg-oneshot", sparsity=s, **{**QUICK_BASE, **CACHE_BUDGETS})
-             for s in sparsities]
+    budgets = {**QUICK_BASE, **CACHE_BUDGETS}
+    cells = [RunConfig(method="tg-oneshot", sparsity=s, options=(("retrain", r),), **budgets)
+             for r in retrains for s in sparsities]
+    warm = RunConfig(method="tg-oneshot", sparsity=0.5, **{**budgets, "teacher_epochs": 1,
+                                                            "dense_epochs": 1, "sparse_epochs": 1})
     with tempfile.TemporaryDirectory() as tmp:
+        run_cell(warm, ResultStore(Path(tmp) / "warm-up"), options)
         t0 = time.perf_counter()
         for c in cells:
             run_cell(c, ResultStore(Path(tmp) / "shared"), options)
@@ -200,6 +209,43 @@ def cache_saving(device: str, sparsities=(0.5, 0.75, 0.9, 0.95, 0.98)) -> tuple[
             run_cell(c, ResultStore(Path(tmp) / f"alone{i}"), options)
         recompute = time.perf_counter() - t0
     return recompute, cached
+
+
+def colt_against_oneshot(device: str, sparsity: float = 0.977,
+                         base: dict | None = None) -> dict[str, float]:
+    """Seconds of COLT and of tg-oneshot (kd, the paper's full method) to `sparsity` on digits at
+    the quick budgets, with every COLT round training as long as tg-oneshot's one retraining
+    (round_epochs = sparse_epochs: matched per-round budgets, as the paper grid sets them).
+    Returns COLT's total, tg-oneshot's total (teacher and dense student included), the same without
+    the teacher (trained once per dataset and reported separately, METHODS.md's fair-comparison
+    rule), and tg-oneshot's own per-cell cost (what one more sparsity adds to a grid that shares
+    the teacher and the dense student)."""
+    from bench.cell import RunOptions, run_cell
+    from bench.config import RunConfig
+    from bench.grids import QUICK_BASE
+    from bench.store import ResultStore
+
+    options = RunOptions(device=device, progress=False, save_checkpoints=False)
+    base = QUICK_BASE if base is None else base
+    budgets = {**base, "round_epochs": base["sparse_epochs"]}
+    warm = RunConfig(method="magnitude", sparsity=0.5, **{**budgets, "dense_epochs": 1,
+                                                           "sparse_epochs": 1})
+    with tempfile.TemporaryDirectory() as tmp:
+        run_cell(warm, ResultStore(Path(tmp) / "warm-up"), options)
+        colt = run_cell(RunConfig(method="colt", sparsity=sparsity, **budgets),
+                        ResultStore(Path(tmp) / "colt"), options)
+        tg = run_cell(RunConfig(method="tg-oneshot", sparsity=sparsity, **budgets),
+                      ResultStore(Path(tmp) / "tg"), options)
+    for record in (colt, tg):
+        if record["status"] != "ok":
+            raise RuntimeError(f"{record['label']} failed: {record['error']['message']}")
+    teacher = tg["phases"]["teacher"]["seconds"]
+    return {"colt": colt["cost"]["seconds_total"], "tg_total": tg["cost"]["seconds_total"],
+            "tg_without_teacher": tg["cost"]["seconds_total"] - teacher,
+            "tg_cell": tg["cost"]["seconds_cell"],
+            "colt_rounds": sum(1 for name in colt["phases"] if name.endswith("-prune")),
+            "round_epochs": colt["config"]["round_epochs"],
+            "sparse_epochs": tg["config"]["sparse_epochs"]}
 
 
 def quick_grid_memory() -> float:
@@ -259,8 +305,19 @@ def main(argv=None) -> int:
         s, n = importance_cost(args.device, args.steps * 4, args.repeats)
         row("importance", f"{s:.3f} s", f"{n:.3f} s", f"{s / n:.3f}x")
     if "cache" in rows:
-        r, c = cache_saving(args.device)
-        row("cache", f"{c:.1f} s cached", f"{r:.1f} s recomputed", f"{r / c:.2f}x")
+        # The grid `bench.run --methods tg-oneshot:retrain=kd` runs, then the paper grid's two
+        # retraining rows (ft and kd: 10 cells sharing one teacher and one dense student).
+        for retrains in (("kd",), ("ft", "kd")):
+            r, c = cache_saving(args.device, retrains)
+            label = f"{'+'.join(retrains)}, {5 * len(retrains)} cells"
+            row("cache", f"{label}: {c:.1f} s cached", f"{r:.1f} s recomputed", f"{r / c:.2f}x")
+    if "colt" in rows:
+        t = colt_against_oneshot(args.device)
+        for what, key in (("total", "tg_total"), ("without the teacher", "tg_without_teacher"),
+                          ("per cell, teacher and student shared", "tg_cell")):
+            row("colt", f"tg-oneshot {what}: {t[key]:.1f} s",
+                f"colt: {t['colt']:.1f} s ({t['colt_rounds']} rounds of {t['round_epochs']} "
+                f"epochs)", f"{t['colt'] / t[key]:.1f}x")
     if "memory" in rows:
         gib = quick_grid_memory()
         row("memory", f"{gib:.2f} GiB", "—", "—")
