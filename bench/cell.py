@@ -265,8 +265,22 @@ def _verify_checkpoint(path: Path, ctx: CellContext) -> None:
     verify_mask(model, ctx.expected_sparsity)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. On Linux, ru_maxrss survives fork and exec, so a worker
+    started by a large parent (bench.perf, a local executor) would report the parent's peak; the
+    memory map's own high-water mark (VmHWM) starts afresh at exec."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux, not macOS
+
+
 def _peak_memory(device: torch.device) -> dict[str, float]:
-    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    out = {"peak_rss_mb": peak_rss_mb()}
     if device.type == "cuda":
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
     return out

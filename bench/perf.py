@@ -250,19 +250,20 @@ def colt_against_oneshot(device: str, sparsity: float = 0.977,
 
 def quick_grid_memory() -> float:
     """Peak RSS (GiB) of the quick grid run by `bench.run` in a fresh process, read by that
-    process itself (RUSAGE_CHILDREN here would also count this process's DataLoader workers)."""
+    process itself (RUSAGE_CHILDREN here would also count this process's DataLoader workers, and
+    the child's own ru_maxrss would include this process's size at fork: see peak_rss_mb)."""
     import subprocess
 
-    code = ("import resource, runpy, sys\n"
+    code = ("import runpy, sys\n"
             "sys.argv = ['bench.run', '--results', sys.argv[1], '--no-progress']\n"
             "try:\n    runpy.run_module('bench.run', run_name='__main__')\n"
             "except SystemExit:\n    pass\n"
-            "print('maxrss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "from bench.cell import peak_rss_mb\n"
+            "print('peak_rss_mb', peak_rss_mb())")
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run([sys.executable, "-c", code, tmp], check=True, capture_output=True,
                              text=True).stdout
-    kib = int(out.rsplit("maxrss_kib", 1)[1].split()[0])
-    return kib / 2 ** 20
+    return float(out.rsplit("peak_rss_mb", 1)[1].split()[0]) / 1024.0
 
 
 # --- the table ----------------------------------------------------------------------------------
