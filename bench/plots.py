@@ -1,9 +1,9 @@
 """Figures of the report, one per dataset: accuracy against sparsity, against compression and
 multiply-accumulates, and radar plots.
 
-Both take the summary frame of bench.tables.summarize (one row per dataset x row x sparsity, with
-`n`, `mean`, `std` in %) and return a matplotlib Figure with exactly one Line2D per method row, so a
-caller (or a test) can count them. Groups without an ok seed are NaN: a gap in the line, never a 0.
+Each takes the summary frame of bench.tables.summarize (one row per dataset x row x sparsity, with
+`n`, `mean`, `std` in %) and returns a matplotlib Figure with exactly one Line2D per method row (per
+panel), so a caller (or a test) can count them. Groups without an ok seed are NaN: a gap in the line, never a 0.
 matplotlib and seaborn are imported inside the functions (Agg backend) so command lines start fast.
 """
 from __future__ import annotations

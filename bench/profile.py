@@ -11,8 +11,8 @@ from typing import Any, Iterable
 
 
 def phase_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per phase, in the order the cell ran them. `share` is of the record's total
-    (shared phases counted once, as the cell that computed them paid for them); images/s is the
+    """One row per phase, in the order the cell ran them. `share` is of all the record's phase
+    seconds, shared ones included at what the run that computed them took; images/s is the
     phase's training samples over its seconds (per-epoch validation included), None for phases
     that do not train or records written before images were counted."""
     phases = record.get("phases") or {}
