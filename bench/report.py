@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from bench.registry import UsageError
 from bench.cli import OneLineParser, run_command
+from bench.profile import phase_group
 from bench.run import add_common
 
 if TYPE_CHECKING:
@@ -82,16 +83,6 @@ def load_report_data(grid, cells, store, reported_path: str | Path | None = None
     reported, note = load_reported(reported_path)
     return ReportData(grid, cells, merged, summarize(merged), phases, problems, reported, note,
                       list(dict.fromkeys(c.dataset for c in cells)))
-
-
-def phase_group(name: str) -> str:
-    """Phase names of iterative methods carry their round (round3, round3-a, round3-prune): fold
-    them into 'rounds' (training) and 'rounds-<part>' so tables have one column per kind."""
-    m = re.fullmatch(r"round\d+(?:-(.+))?", name)
-    if not m:
-        return name
-    part = m.group(1)
-    return "rounds" if part in (None, "a", "b") else f"rounds-{part}"
 
 
 def load_reported(path: str | Path | None) -> tuple["pd.DataFrame | None", str]:

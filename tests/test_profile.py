@@ -31,8 +31,24 @@ def test_rows_in_run_order_with_rates_and_shares():
 def test_records_without_an_order_sort_rounds_by_number():
     phases = {n: {"epochs": 1, "seconds": 1.0} for n in ("round10-a", "round2-a", "round1-a",
                                                           "ticket")}
-    assert [r["phase"] for r in phase_rows({"phases": phases})] == [
+    assert [r["phase"] for r in phase_rows({"phases": phases}, fold_rounds=False)] == [
         "round1-a", "round2-a", "round10-a", "ticket"]
+
+
+def test_rounds_fold_into_one_row_per_kind():
+    phases, order = {}, []
+    for i in (1, 2, 3):
+        for part, epochs, images, seconds in (("a", 2, 100, 1.0), ("b", 2, 100, 1.0),
+                                              ("prune", 0, 0, 0.5)):
+            order.append(f"round{i}-{part}")
+            phases[order[-1]] = {"epochs": epochs, "images": images, "seconds": seconds}
+    phases["ticket"] = {"epochs": 4, "images": 400, "seconds": 4.5}  # 12 s in all
+    rows = phase_rows({"phases": phases, "phase_order": order + ["ticket"]})
+    assert [(r["phase"], r["count"], r["epochs"], r["images"]) for r in rows] == [
+        ("rounds", 6, 12, 600), ("rounds-prune", 3, 0, 0), ("ticket", 1, 4, 400)]
+    assert rows[0]["images_per_s"] == pytest.approx(100.0) and rows[0]["share"] == pytest.approx(0.5)
+    assert "| rounds ×6 | 12 | 600 | 6.00 | 100 | 50% |" in format_profile(
+        {"phases": phases, "phase_order": order + ["ticket"]})
 
 
 def test_old_records_without_image_counts_show_a_dash():
