@@ -7,12 +7,13 @@ than either number alone. Use `--device cuda` (and `--compile`) to read the same
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -21,6 +22,9 @@ from bench.data import DataBundle, DatasetSpec, DeviceLoader, Split
 from bench.masks import attach_mask, global_topk_mask, magnitude_scores
 from bench.models import build_model
 from bench.trainer import Phase, Trainer
+
+if TYPE_CHECKING:
+    from bench.config import RunConfig
 
 TARGETS = {
     "throughput": ("harness / bare loop (images/s)", ">= 0.95x"),
@@ -182,31 +186,47 @@ def importance_cost(device: str, steps: int, repeats: int, batch: int = 128,
 CACHE_BUDGETS = {"teacher_epochs": 20, "dense_epochs": 16, "sparse_epochs": 5}
 
 
-def cache_saving(device: str, retrains: Sequence[str] = ("kd",),
-                 sparsities: Sequence[float] = (0.5, 0.75, 0.9, 0.95, 0.98)) -> tuple[float, float]:
-    """A five-sparsity tg-oneshot grid on digits (one cell per sparsity and retraining row):
-    one shared cache against a fresh cache per cell, after a warm-up cell so neither side pays
-    for the first data load and kernel set-up."""
+@contextlib.contextmanager
+def _fresh_cells(device: str, warm_up: RunConfig) -> Iterator[Callable[[RunConfig, str], dict]]:
+    """Yields run(config, store) -> record: runs a cell in a scratch results store of that name
+    (so a new name means a cold phase cache), after `warm_up` has run once, so that the first
+    timed cell does not pay for the first data load and kernel set-up. A failed cell raises:
+    the seconds of a crash are no measurement."""
     from bench.cell import RunOptions, run_cell
-    from bench.config import RunConfig
-    from bench.grids import QUICK_BASE
     from bench.store import ResultStore
 
     options = RunOptions(device=device, progress=False, save_checkpoints=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        def run(config: RunConfig, store: str) -> dict:
+            record = run_cell(config, ResultStore(Path(tmp) / store), options)
+            if record["status"] != "ok":
+                raise RuntimeError(f"{record['label']} failed: {record['error']['message']}")
+            return record
+
+        run(warm_up, "warm-up")
+        yield run
+
+
+def cache_saving(device: str, retrains: Sequence[str] = ("kd",),
+                 sparsities: Sequence[float] = (0.5, 0.75, 0.9, 0.95, 0.98)) -> tuple[float, float]:
+    """A five-sparsity tg-oneshot grid on digits (one cell per sparsity and retraining row):
+    one shared cache against a fresh cache per cell, both after the same warm-up."""
+    from bench.config import RunConfig
+    from bench.grids import QUICK_BASE
+
     budgets = {**QUICK_BASE, **CACHE_BUDGETS}
     cells = [RunConfig(method="tg-oneshot", sparsity=s, options=(("retrain", r),), **budgets)
              for r in retrains for s in sparsities]
     warm = RunConfig(method="tg-oneshot", sparsity=0.5, **{**budgets, "teacher_epochs": 1,
                                                             "dense_epochs": 1, "sparse_epochs": 1})
-    with tempfile.TemporaryDirectory() as tmp:
-        run_cell(warm, ResultStore(Path(tmp) / "warm-up"), options)
+    with _fresh_cells(device, warm) as run:
         t0 = time.perf_counter()
         for c in cells:
-            run_cell(c, ResultStore(Path(tmp) / "shared"), options)
+            run(c, "shared")
         cached = time.perf_counter() - t0
         t0 = time.perf_counter()
         for i, c in enumerate(cells):
-            run_cell(c, ResultStore(Path(tmp) / f"alone{i}"), options)
+            run(c, f"alone{i}")
         recompute = time.perf_counter() - t0
     return recompute, cached
 
@@ -220,30 +240,21 @@ def colt_against_oneshot(device: str, sparsity: float = 0.977,
     the teacher (trained once per dataset and reported separately, METHODS.md's fair-comparison
     rule), and tg-oneshot's own per-cell cost (what one more sparsity adds to a grid that shares
     the teacher and the dense student)."""
-    from bench.cell import RunOptions, run_cell
     from bench.config import RunConfig
     from bench.grids import QUICK_BASE
-    from bench.store import ResultStore
 
-    options = RunOptions(device=device, progress=False, save_checkpoints=False)
     base = QUICK_BASE if base is None else base
     budgets = {**base, "round_epochs": base["sparse_epochs"]}
     warm = RunConfig(method="magnitude", sparsity=0.5, **{**budgets, "dense_epochs": 1,
                                                            "sparse_epochs": 1})
-    with tempfile.TemporaryDirectory() as tmp:
-        run_cell(warm, ResultStore(Path(tmp) / "warm-up"), options)
-        colt = run_cell(RunConfig(method="colt", sparsity=sparsity, **budgets),
-                        ResultStore(Path(tmp) / "colt"), options)
-        tg = run_cell(RunConfig(method="tg-oneshot", sparsity=sparsity, **budgets),
-                      ResultStore(Path(tmp) / "tg"), options)
-    for record in (colt, tg):
-        if record["status"] != "ok":
-            raise RuntimeError(f"{record['label']} failed: {record['error']['message']}")
+    with _fresh_cells(device, warm) as run:
+        colt = run(RunConfig(method="colt", sparsity=sparsity, **budgets), "colt")
+        tg = run(RunConfig(method="tg-oneshot", sparsity=sparsity, **budgets), "tg")
     teacher = tg["phases"]["teacher"]["seconds"]
     return {"colt": colt["cost"]["seconds_total"], "tg_total": tg["cost"]["seconds_total"],
             "tg_without_teacher": tg["cost"]["seconds_total"] - teacher,
             "tg_cell": tg["cost"]["seconds_cell"],
-            "colt_rounds": sum(1 for name in colt["phases"] if name.endswith("-prune")),
+            "colt_rounds": len(colt["extra"]["rounds"]),  # bench/rounds.py's per-round records
             "round_epochs": colt["config"]["round_epochs"],
             "sparse_epochs": tg["config"]["sparse_epochs"]}
 
