@@ -3,7 +3,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
 import torch.nn.functional as F
 
 from bench.data import DataError, DeviceLoader, crop_windows, gather_crops, load_dataset
