@@ -1,87 +1,26 @@
-"""The registries, and the one place that fills them: built-ins, entry points and --plugin files."""
+"""The four registries: methods, datasets, models and grids.
+
+This module imports only the Registry type, so any module may import it without pulling in torch
+or the built-ins. Filling the registries is `bench.plugins`' job: the entry points load built-ins
+and plugins there once, and a registry's first lookup in a process that did not (a script that
+builds a RunConfig, a test) loads the built-ins then, so a name is never missing for want of a
+load."""
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
-import sys
-from importlib import metadata
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
-from bench.registry import Registry, UsageError
-
-if TYPE_CHECKING:
-    from bench.data import DatasetSpec
-    from bench.grids import Grid
-    from bench.method import Method
-
-METHODS: Registry["Method"] = Registry("method")
-DATASETS: Registry["DatasetSpec"] = Registry("dataset")
-MODELS: Registry[Callable[..., Any]] = Registry("model")
-GRIDS: Registry["Grid"] = Registry("grid")
-
-BUILTIN_MODULES = ("bench.data", "bench.models", "bench.grids", "methods")
-ENTRY_POINT_GROUPS = ("prunebench.methods", "prunebench.models", "prunebench.datasets",
-                      "prunebench.grids")
-
-_loaded = False
-_plugins: list[str] = []
+from bench.registry import Registry
 
 
-def load_builtins() -> None:
-    """Import the built-in modules and installed entry points once; they register themselves."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for name in BUILTIN_MODULES:
-        importlib.import_module(name)
-    for group in ENTRY_POINT_GROUPS:
-        for ep in metadata.entry_points(group=group):
-            try:
-                ep.load()
-            except UsageError:
-                raise
-            except Exception as exc:  # a broken third-party package must not hide the cause
-                raise UsageError(f"entry point {ep.name!r} ({ep.value}) in {group} failed to "
-                                 f"load: {type(exc).__name__}: {exc}") from exc
+def _load_builtins() -> None:
+    from bench.plugins import load_builtins  # deferred: the loader imports every built-in
 
-
-def load_plugin(spec: str) -> None:
-    """Import a plugin from a file path or a dotted module name; it registers what it defines."""
     load_builtins()
-    if spec in _plugins:
-        return
-    path = Path(spec)
-    if spec.endswith(".py") or path.exists():
-        if not path.is_file():
-            raise UsageError(f"plugin file {spec!r} does not exist; give a .py file or a module name")
-        resolved = path.resolve()
-        name = "prunebench_plugin_" + hashlib.sha1(str(resolved).encode()).hexdigest()[:10]
-        module_spec = importlib.util.spec_from_file_location(name, resolved)
-        assert module_spec is not None and module_spec.loader is not None
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[name] = module
-        try:
-            module_spec.loader.exec_module(module)
-        except UsageError:
-            sys.modules.pop(name, None)
-            raise
-        except Exception as exc:
-            sys.modules.pop(name, None)
-            raise UsageError(f"plugin {spec!r} failed to import: {type(exc).__name__}: {exc}") \
-                from exc
-        _plugins.append(str(resolved))
-    else:
-        try:
-            importlib.import_module(spec)
-        except ModuleNotFoundError as exc:
-            raise UsageError(f"plugin {spec!r} is neither a .py file nor an importable module "
-                             f"({exc})") from exc
-        _plugins.append(spec)
 
 
-def loaded_plugins() -> list[str]:
-    """What a worker process (Slurm job, subprocess) must load to see the same registries."""
-    return list(_plugins)
+# Typed loosely on purpose: naming the item types (bench.method.Method, bench.data.DatasetSpec, a
+# model builder, bench.grids.Grid) would import the modules that register into these.
+METHODS: Registry[Any] = Registry("method", fill=_load_builtins)
+DATASETS: Registry[Any] = Registry("dataset", fill=_load_builtins)
+MODELS: Registry[Any] = Registry("model", fill=_load_builtins)
+GRIDS: Registry[Any] = Registry("grid", fill=_load_builtins)

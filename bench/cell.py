@@ -26,6 +26,7 @@ from bench.data import DataBundle, IndexSampler, dataset_fingerprint, load_datas
 from bench.flops import cost_accounting
 from bench.masks import attach_mask, global_topk_mask, prepare_for_state_dict, verify_mask
 from bench.models import build_model
+from bench.plugins import loaded_plugins
 from bench.store import ResultStore, atomic_torch_save
 from bench.trainer import Hook, Objective, Phase, PhaseResult, Trainer, ce_objective
 
@@ -305,4 +306,4 @@ def provenance(device: torch.device) -> dict[str, Any]:
     return {"git_commit": _git_commit(), "torch": torch.__version__,
             "python": platform.python_version(), "device": str(device), "device_name": name,
             "host": socket.gethostname(), "threads": torch.get_num_threads(),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "plugins": catalog.loaded_plugins()}
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "plugins": loaded_plugins()}

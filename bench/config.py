@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from bench import catalog
 from bench.registry import UsageError
 
 SCHEDULES = ("cosine", "step")
@@ -43,9 +44,8 @@ class RunConfig:
     options: tuple[tuple[str, OptionValue], ...] = field(default=())
 
     def __post_init__(self) -> None:
-        from bench import catalog
-
-        catalog.load_builtins()
+        # The registries load the built-ins on their first lookup (bench/catalog.py), so a config
+        # validates in any process; importing this module imports neither torch nor the methods.
         for f in fields(self):
             value = getattr(self, f.name)
             if f.type in ("float", "float | None") and isinstance(value, (int, float)) \
@@ -112,20 +112,14 @@ class RunConfig:
 
     @property
     def option_dict(self) -> dict[str, OptionValue]:
-        from bench import catalog
-
         return catalog.METHODS.get(self.method).resolve_options(dict(self.options))
 
     @property
     def label(self) -> str:
         """The row name in tables: method plus the options that make it a variant."""
-        from bench import catalog
-
         return catalog.METHODS.get(self.method).label(dict(self.options))
 
     def resolved_temperature(self) -> float:
-        from bench import catalog
-
         if self.temperature is not None:
             return self.temperature
         return catalog.DATASETS.get(self.dataset).default_temperature

@@ -288,6 +288,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=4, help="training steps per timed run")
     p.add_argument("--only", help=f"comma list of rows: {', '.join(TARGETS)}")
     args = p.parse_args(argv)
+    from bench.plugins import load_builtins
+
+    load_builtins()
     rows = set(args.only.split(",")) if args.only else set(TARGETS)
     unknown = rows - set(TARGETS)
     if unknown:

@@ -16,11 +16,21 @@ class UnknownNameError(UsageError, KeyError):
 
 
 class Registry(Generic[T]):
-    """A dict filled by a decorator; a failed lookup lists every valid name."""
+    """A dict filled by a decorator; a failed lookup lists every valid name.
 
-    def __init__(self, kind: str):
+    `fill`, if given, runs once before the first lookup (get, canonical, names, `in`): the
+    registries use it to load the built-ins in a process that has not loaded them yet."""
+
+    def __init__(self, kind: str, fill: Callable[[], None] | None = None):
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._fill = fill
+
+    def _filled(self) -> dict[str, T]:
+        if self._fill is not None:
+            fill, self._fill = self._fill, None  # before the call: filling looks names up too
+            fill()
+        return self._items
 
     def register(self, name: str, *, replace: bool = False) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -34,25 +44,26 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         key = self.canonical(name)
-        if key not in self._items:
+        if key not in self._filled():
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}")
         return self._items[key]
 
     def canonical(self, name: str) -> str:
         """Names are case-insensitive for users; registered spelling is canonical."""
-        if name in self._items:
+        items = self._filled()
+        if name in items:
             return name
-        for key in self._items:
+        for key in items:
             if key.lower() == name.lower():
                 return key
         return name
 
     def names(self) -> list[str]:
-        return sorted(self._items)
+        return sorted(self._filled())
 
     def __contains__(self, name: str) -> bool:
-        return self.canonical(name) in self._items
+        return self.canonical(name) in self._filled()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

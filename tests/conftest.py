@@ -4,8 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.plugins import load_builtins
+
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+load_builtins()  # as every command line does (a registry's first lookup would do it, too)
 
 # Tiny budgets for end-to-end cells: the synthetic dataset and the plain CNN run in ~1 s a cell.
 TINY = dict(dataset="synthetic", model="smallcnn", teacher="smallcnn", teacher_epochs=1,

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from bench import catalog
+from bench.plugins import load_builtins
 from bench.grids import (COLT_SPARSITY, PAPER_METHODS, RELATIVE_MACS_32, RESNET18_MACS_32, Grid,
                          MethodAwareGrid, cell_phases, count_macs, estimate_gpu_hours, load_grid)
 from bench.registry import UsageError
@@ -20,7 +21,7 @@ from bench.store import ResultStore
 
 from conftest import run_cli
 
-catalog.load_builtins()
+load_builtins()
 
 # (label, sparsity) -> accuracy per seed; "failed" / "missing" / "corrupt" are not results
 ACC = {
