@@ -1,8 +1,8 @@
 """The method interface: what a pruning method receives and what it must return.
 
-A method is a function `run(ctx: CellContext) -> nn.Module` registered with `register_method`.
-It gets everything through `ctx` (bench/cell.py): the config, the data, a model factory, the one
-trainer, the phase cache and the clock. It returns the final masked model; the harness evaluates
+A method is a function `run(ctx: MethodContext) -> nn.Module` registered with `register_method`.
+It gets everything through `ctx` (the protocol below; bench/cell.py's CellContext implements it):
+the config, the data, a model factory, the one trainer, the phase cache and the clock. It returns the final masked model; the harness evaluates
 it on the test split, checks the mask contract, saves it and writes the record.
 
     @register_method("magnitude", options={"finetune_lr": Option(0.01)})
@@ -15,16 +15,64 @@ it on the test split, checks the mask contract, saves it and writes the record.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol
 
 from bench.catalog import METHODS
 from bench.registry import UsageError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
-    from bench.cell import CellContext
+    from bench.cache import CacheEntry
+    from bench.config import RunConfig
+    from bench.data import DataBundle, IndexSampler
+    from bench.trainer import Hook, Objective, Phase, PhaseResult, Trainer
+
+
+class MethodContext(Protocol):
+    """What a method (and bench/rounds.py) may use of the cell it runs in. Typed here so that
+    methods depend on this interface, not on the module that runs cells."""
+
+    config: "RunConfig"
+    data: "DataBundle"
+    trainer: "Trainer"
+    work_dir: Path
+    phases: dict[str, dict[str, Any]]  # phase name -> its record (epochs, seconds, ...)
+    extra: dict[str, Any]  # method-specific record fields
+    expected_sparsity: float | None  # None: the method reports what it reached
+
+    @property
+    def options(self) -> dict[str, Any]: ...
+
+    @property
+    def temperature(self) -> float: ...
+
+    def make_model(self, name: str | None = None, *, seed_offset: int = 0,
+                   num_classes: int | None = None) -> "nn.Module": ...
+
+    def phase(self, name: str, epochs: int, **overrides: Any) -> "Phase": ...
+
+    def train(self, model: "nn.Module", phase: "Phase", objective: "Objective" = ...,
+              hooks: Iterable["Hook"] = (), *, sampler: "IndexSampler | None" = None,
+              record_as: str | None = None) -> "PhaseResult": ...
+
+    def clock(self, name: str, shared: bool = False
+              ) -> contextlib.AbstractContextManager[dict[str, Any]]: ...
+
+    def cached_phase(self, kind: str, key: dict[str, Any],
+                     compute: Callable[[Path], tuple[dict[str, Any], dict[str, Any]]]
+                     ) -> "CacheEntry": ...
+
+    def teacher(self) -> "nn.Module": ...
+
+    def dense_model(self) -> "nn.Module": ...
+
+    def prune(self, model: "nn.Module", scores: "dict[str, torch.Tensor]",
+              sparsity: float | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -61,7 +109,7 @@ class Option:
 @dataclass(frozen=True)
 class Method:
     name: str
-    run: Callable[["CellContext"], "nn.Module"]
+    run: Callable[[MethodContext], "nn.Module"]
     options: Mapping[str, Option] = field(default_factory=dict)
     uses_temperature: bool = False  # grids sweep temperatures only for methods that use one
     label_options: tuple[str, ...] = ()  # options always shown in the row label
@@ -98,7 +146,7 @@ def register_method(name: str, *, options: Mapping[str, Option] | None = None,
                     requires_epochs: tuple[str, ...] = (), description: str = "",
                     replace: bool = False):
     """Register `run(ctx) -> model` under `name`. A clash with an existing name is an error."""
-    def decorator(run: Callable[["CellContext"], "nn.Module"]):
+    def decorator(run: Callable[[MethodContext], "nn.Module"]):
         method = Method(name, run, dict(options or {}), uses_temperature, label_options,
                         requires_epochs,
                         description or (run.__doc__ or "").strip().split("\n")[0])

@@ -34,7 +34,7 @@ import torch
 from bench.store import atomic_torch_save
 
 if TYPE_CHECKING:
-    from bench.cell import CellContext
+    from bench.method import MethodContext
 
 STATE_VERSION = 1
 STATE_FILE = "rounds.pt"
@@ -117,7 +117,7 @@ class Round:
 class Rounds:
     """The resumable loop: iterating yields Round objects from the first unfinished round on."""
 
-    def __init__(self, ctx: "CellContext", name: str = STATE_FILE):
+    def __init__(self, ctx: "MethodContext", name: str = STATE_FILE):
         self.ctx = ctx
         self.path = ctx.work_dir / name
         loaded = RoundState.load(self.path, ctx.config.id)
@@ -163,7 +163,7 @@ class Rounds:
         }
 
 
-def resume(ctx: "CellContext", name: str = STATE_FILE) -> Rounds:
+def resume(ctx: "MethodContext", name: str = STATE_FILE) -> Rounds:
     """The cell's round loop, continuing from `ctx.work_dir/name` when a finished round is saved."""
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     return Rounds(ctx, name)
