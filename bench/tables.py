@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from bench.config import RunConfig
+from bench.console import first_line
 
 NOT_OK = ("failed", "missing", "corrupt")
 COST_COLUMNS = ("compression_ratio", "macs_dense", "macs_sparse")
@@ -54,11 +55,6 @@ def row_labels(merged: pd.DataFrame) -> pd.Series:
     return pd.Series([f"{lab} (T={t:g})" if swept.get(lab, 1) > 1 else lab
                       for lab, t in zip(merged["label"], merged["temperature"])],
                      index=merged.index, dtype=object)
-
-
-def first_line(message: object) -> str:
-    text = str(message or "").strip()
-    return text.splitlines()[0] if text else "(no message)"
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -276,8 +276,8 @@ class Trainer:
 def _progress(epochs: range, phase: Phase, start: int, enabled: bool):
     if not enabled:
         return epochs
-    from tqdm.auto import tqdm
+    from bench.console import progress_bar
 
-    return tqdm(epochs, total=phase.epochs, initial=start, desc=phase.name, unit="ep",
-                leave=False, dynamic_ncols=True)
+    return progress_bar(epochs, total=phase.epochs, initial=start, desc=phase.name, unit="ep",
+                        leave=False)
 
