@@ -1,5 +1,6 @@
 """Executing cells: in this process (the default), in worker subprocesses on this machine
-(`--executor local --workers N`), and on Slurm through submitit (bench/slurm.py).
+(`--executor local --workers N`), and on Slurm through submitit (`run_slurm`; the profiles, the job
+and the queue queries are in bench/slurm/).
 
 Every path runs a cell through `run_one_locked`: the cell's file lock makes concurrent runs of the
 same store (several workers, Slurm jobs, a second command line) never run a cell twice, and the
@@ -9,48 +10,17 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
-from typing import Sequence
+import time
+from typing import TYPE_CHECKING, Any, Sequence
 
-from filelock import FileLock, Timeout
-
-from bench.cell import RunOptions, run_cell
+from bench.cell import RunOptions
 from bench.config import RunConfig
+from bench.console import first_line, progress_bar
+from bench.locked import Outcome, pending, run_one_locked  # noqa: F401 (importable from here)
 from bench.store import ResultStore
 
-
-@dataclass
-class Outcome:
-    ran: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # already done
-    busy: list[str] = field(default_factory=list)  # another process holds the cell
-    failed: list[str] = field(default_factory=list)
-
-
-def pending(cells: Sequence[RunConfig], store: ResultStore, force: bool) -> list[RunConfig]:
-    return list(cells) if force else [c for c in cells if not store.is_done(c.id)]
-
-
-def run_one_locked(cfg: RunConfig, store: ResultStore, options: RunOptions, force: bool,
-                   outcome: Outcome, wait: float = 0.0) -> dict | None:
-    """Run a cell unless it is done or another process is running it right now."""
-    lock_path = store.lock_path(cfg.id)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_path))
-    try:
-        lock.acquire(timeout=wait)
-    except Timeout:
-        outcome.busy.append(cfg.id)
-        return None
-    try:
-        if not force and store.is_done(cfg.id):  # finished by another process meanwhile
-            outcome.skipped.append(cfg.id)
-            return None
-        record = run_cell(cfg, store, options)
-    finally:
-        lock.release()
-    (outcome.ran if record["status"] == "ok" else outcome.failed).append(cfg.id)
-    return record
+if TYPE_CHECKING:
+    from bench.slurm.profile import ClusterProfile
 
 
 def run_inprocess(cells: Sequence[RunConfig], store: ResultStore, options: RunOptions,
@@ -69,8 +39,8 @@ def run_inprocess(cells: Sequence[RunConfig], store: ResultStore, options: RunOp
 
 
 def _report_failure(cfg: RunConfig, error: str) -> None:
-    first = (error.strip().splitlines() or [""])[0]
-    print(f"cell {cfg.id} ({cfg.label}, s={cfg.sparsity:g}) failed: {first}", file=sys.stderr)
+    print(f"cell {cfg.id} ({cfg.label}, s={cfg.sparsity:g}) failed: {first_line(error, empty='')}",
+          file=sys.stderr)
 
 
 # --- subprocesses on this machine ---------------------------------------------------------------
@@ -86,7 +56,7 @@ def run_local(cells: Sequence[RunConfig], store: ResultStore, options: RunOption
     import multiprocessing as mp
     from dataclasses import replace
 
-    from bench import catalog
+    from bench.plugins import loaded_plugins
 
     outcome = Outcome()
     todo = pending(cells, store, force)
@@ -98,13 +68,10 @@ def run_local(cells: Sequence[RunConfig], store: ResultStore, options: RunOption
     child_options = replace(options, progress=False)  # one bar here, not one per worker
     pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                   initializer=_init_worker,
-                                  initargs=(tuple(catalog.loaded_plugins()), threads))
+                                  initargs=(tuple(loaded_plugins()), threads))
     bar = None
     if options.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc=f"cells ({workers} workers)", unit="cell",
-                   dynamic_ncols=True)
+        bar = progress_bar(total=len(todo), desc=f"cells ({workers} workers)", unit="cell")
     try:
         futures = {pool.submit(_run_in_worker, cfg, str(store.root), child_options, force): cfg
                    for cfg in todo}
@@ -132,12 +99,12 @@ def run_local(cells: Sequence[RunConfig], store: ResultStore, options: RunOption
 def _init_worker(plugins: tuple[str, ...], threads: int) -> None:
     import torch
 
-    from bench import catalog
+    from bench.plugins import load_builtins, load_plugin
 
     torch.set_num_threads(threads)
     for plugin in plugins:
-        catalog.load_plugin(plugin)
-    catalog.load_builtins()
+        load_plugin(plugin)
+    load_builtins()
 
 
 def _run_in_worker(cfg: RunConfig, results: str, options: RunOptions,
@@ -155,9 +122,85 @@ def _run_in_worker(cfg: RunConfig, results: str, options: RunOptions,
 def _bar(items, enabled: bool):
     if not enabled or not items:
         return items
-    from tqdm.auto import tqdm
+    return progress_bar(items, desc="cells", unit="cell")
 
-    return tqdm(items, desc="cells", unit="cell", dynamic_ncols=True)
+
+# --- Slurm ----------------------------------------------------------------------------------------
+
+
+def wait_for_slurm(cells: Sequence[RunConfig], store: ResultStore, *, progress: bool = True,
+         poll_s: float = 3.0, grace_s: float = 60.0) -> dict[str, Any]:
+    """Block until none of `cells` is queued or running; returns {cell id: CellStatus}.
+
+    A submitted cell whose job Slurm no longer knows (not in squeue, not yet in sacct) is given
+    `grace_s` for accounting to catch up before it counts as settled."""
+    from bench.status import collect
+    from bench.status import counts as count_states
+
+    first_unknown: dict[str, float] = {}
+    bar = progress_bar(total=len(cells), desc="slurm", unit="cell") if progress else None
+    try:
+        while True:
+            states = collect(cells, store)
+            now = time.monotonic()
+            unsettled = 0
+            for cid, st in states.items():
+                if st.state in ("queued", "running"):
+                    unsettled += 1
+                elif st.state == "missing" and st.job_id:
+                    first_unknown.setdefault(cid, now)
+                    if now - first_unknown[cid] < grace_s:
+                        unsettled += 1
+            counts = count_states(states)
+            if bar is not None:
+                bar.n = len(cells) - unsettled
+                bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in counts.items() if v),
+                                    refresh=False)
+                bar.refresh()
+            if unsettled == 0:
+                return states
+            time.sleep(poll_s)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def run_slurm(cells: Sequence[RunConfig], store: ResultStore, options: RunOptions,
+              profile: "ClusterProfile", *, grid_name: str, force: bool, wait_for_jobs: bool,
+              progress: bool, status_cmd: str) -> int:
+    """bench.run's --executor slurm: submit the missing cells; with `wait_for_jobs`, block until
+    every cell of the selection that is in Slurm's hands has settled. Returns the exit code."""
+    from bench.plugins import loaded_plugins
+    from bench.slurm.job import print_submission, submit
+    from bench.slurm.queue import live_cells
+    from bench.status import collect, format_states
+
+    todo = pending(cells, store, force)
+    in_flight = live_cells(todo, store)
+    todo = [c for c in todo if c.id not in in_flight]
+    done = len(cells) - len(pending(cells, store, False))
+    print(f"grid {grid_name}: {len(cells)} cells: {done} done, {len(in_flight)} already queued or "
+          f"running in Slurm, {len(todo)} to submit")
+    if todo:
+        sub = submit(todo, store, options, profile, force=force, grid=grid_name,
+                     plugins=loaded_plugins())
+        print_submission(sub, profile, status_cmd, store.root)
+    if not wait_for_jobs:
+        return 0
+    todo_ids = {c.id for c in todo}
+    waiting = [c for c in cells if c.id in in_flight or c.id in todo_ids]
+    t0 = time.perf_counter()
+    try:
+        if waiting:
+            wait_for_slurm(waiting, store, progress=progress)
+    except KeyboardInterrupt:
+        print(f"stopped waiting; the jobs keep running. Follow with: {status_cmd}",
+              file=sys.stderr)
+        return 130
+    states = collect(cells, store)
+    print(format_states(grid_name, cells, states, store))
+    print(f"waited {time.perf_counter() - t0:.1f}s for {len(waiting)} cells")
+    return 1 if any(s.state == "failed" for s in states.values()) else 0
 
 
 def check_executor_args(args) -> None:

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from bench.registry import UsageError
 from bench.cli import OneLineParser, run_command
+from bench.console import first_line
 from bench.profile import phase_group
-from bench.run import add_common
+from bench.arguments import add_common
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -103,12 +104,6 @@ def load_reported(path: str | Path | None) -> tuple["pd.DataFrame | None", str]:
         raise UsageError(f"{path}: missing column(s) {', '.join(missing)}; "
                          f"expected {', '.join(REPORTED_COLUMNS)}")
     return df, f"Paper numbers from {path}"
-
-
-def first_line(obj: object) -> str:
-    from bench.tables import first_line as fl
-
-    return fl(obj)
 
 
 # --- derived tables -------------------------------------------------------------------------------
@@ -512,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from bench.run import select_cells
+    from bench.arguments import select_cells
     from bench.store import ResultStore
 
     results = Path(args.results)

@@ -4,28 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
+from bench.arguments import add_common, resolve_device, select_cells
 from bench.cli import OneLineParser, run_command
-from bench.registry import UsageError
-
-DEFAULT_RESULTS = "results/store"
-
-
-def add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--grid", default="quick",
-                        help="a named grid (quick, paper, ...) or a grid YAML file (default: quick)")
-    parser.add_argument("--results", default=DEFAULT_RESULTS, metavar="DIR",
-                        help=f"results store (default: {DEFAULT_RESULTS})")
-    parser.add_argument("--methods", help="comma-separated method names or specs (name:key=val)")
-    parser.add_argument("--datasets", help="comma-separated datasets")
-    parser.add_argument("--sparsities", help="comma-separated sparsities in [0, 1)")
-    parser.add_argument("--seeds", help="comma-separated integer seeds")
-    parser.add_argument("--temperatures", help="comma-separated temperatures > 0 (KD methods)")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a config field for every cell, e.g. --set dense_epochs=5")
-    parser.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
-                        help="import a file or module that registers methods/models/datasets/grids")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,107 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _split(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise UsageError(f"empty list {text!r}")
-    return items
-
-
-def _numbers(text: str | None, kind: type, what: str) -> list[Any] | None:
-    items = _split(text)
-    if items is None:
-        return None
-    out = []
-    for item in items:
-        try:
-            out.append(kind(item))
-        except ValueError:
-            raise UsageError(f"{what} {item!r} is not a{'n integer' if kind is int else ' number'}") \
-                from None
-    return out
-
-
-def parse_value(text: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def select_cells(args: argparse.Namespace):
-    """The grid's cells after the command line's selections and overrides."""
-    import dataclasses
-
-    from bench import catalog
-    from bench.grids import load_grid
-    from bench.method import parse_method_spec
-
-    for plugin in args.plugin:
-        catalog.load_plugin(plugin)
-    catalog.load_builtins()
-    grid = load_grid(args.grid)
-    changes: dict[str, Any] = {}
-    methods = _split(args.methods)
-    if methods is not None:
-        chosen: list[str] = []
-        for item in methods:
-            name, _ = parse_method_spec(item)
-            catalog.METHODS.get(name)  # unknown names fail here, listing the valid ones
-            matches = [m for m in grid.methods
-                       if m == item or parse_method_spec(m)[0] == catalog.METHODS.canonical(item)]
-            chosen += matches or [item]
-        changes["methods"] = tuple(dict.fromkeys(chosen))
-    datasets = _split(args.datasets)
-    if datasets is not None:
-        for d in datasets:
-            catalog.DATASETS.get(d)
-        changes["datasets"] = tuple(catalog.DATASETS.canonical(d) for d in datasets)
-    for field, kind, what in (("sparsities", float, "sparsity"), ("seeds", int, "seed"),
-                              ("temperatures", float, "temperature")):
-        values = _numbers(getattr(args, field), kind, what)
-        if values is not None:
-            changes[field] = tuple(values)
-    overrides = {}
-    for item in args.set:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise UsageError(f"--set {item!r} is not FIELD=VALUE")
-        overrides[key.strip()] = parse_value(value)
-    if overrides:
-        changes["base"] = {**grid.base, **overrides}
-        changes["per_dataset"] = {d: {k: v for k, v in o.items() if k not in overrides}
-                                  for d, o in grid.per_dataset.items()}
-    if changes:
-        if "sparsities" in changes or "methods" in changes:
-            # the grid's extra points belong to its own selection of methods and sparsities
-            keep = set(changes.get("methods", grid.methods))
-            changes["extra_points"] = tuple(p for p in grid.extra_points
-                                            if p[0] in keep and "sparsities" not in changes)
-        grid = dataclasses.replace(grid, **changes)
-    return grid, grid.cells()
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r} is invalid; valid: auto, cpu, cuda, cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name!r}: CUDA is not available on this machine; use cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {name!r} is invalid; valid: auto, cpu, cuda, cuda:N")
-    return str(device)
-
-
 def preflight_data(cells, args) -> None:
     """Load each dataset once before running anything, so a bad data root fails fast (exit 2)."""
     from bench.cell import cached_dataset
@@ -165,7 +46,7 @@ def preflight_data(cells, args) -> None:
 
 def print_dry_run(grid, cells, store) -> None:
     from bench import catalog
-    from bench.grids import REFERENCE_IMAGES_PER_SECOND, estimate_gpu_hours
+    from bench.estimate import REFERENCE_IMAGES_PER_SECOND, estimate_gpu_hours
 
     def hours(some) -> str:
         h = estimate_gpu_hours(some)
@@ -224,30 +105,32 @@ def _main(args: argparse.Namespace) -> int:
     grid, cells = select_cells(args)
     store = ResultStore(args.results)
     if args.executor == "slurm":
-        from bench import slurm
+        from bench.arguments import check_device_name, status_command
+        from bench.dispatch import run_slurm
+        from bench.slurm import SubmissionError, check_partition, describe, load_profile, \
+            require_sbatch
 
-        profile = slurm.load_profile(args.cluster)
-        slurm.check_device_name(args.device)
+        profile = load_profile(args.cluster)
+        check_device_name(args.device)
     if args.dry_run:
         print_dry_run(grid, cells, store)
         if args.executor == "slurm":
-            print(slurm.describe(profile, sum(not store.is_done(c.id) for c in cells)))
+            print(describe(profile, sum(not store.is_done(c.id) for c in cells)))
         return 0
     from bench.cell import RunOptions
 
     if args.executor == "slurm":
-        slurm.require_sbatch()
-        slurm.check_partition(profile)
+        require_sbatch()
+        check_partition(profile)
         data_root = str(Path(args.data_root).resolve()) if args.data_root else None
         options = RunOptions(device=args.device, data_root=data_root, download=args.download,
                              progress=False, compile=args.compile,
                              save_checkpoints=not args.no_checkpoints)
         try:
-            code = slurm.run_slurm(cells, store, options, profile, grid_name=grid.name,
-                                   force=args.force, wait_for_jobs=args.wait,
-                                   progress=not args.no_progress,
-                                   status_cmd=slurm.status_command(args))
-        except slurm.SubmissionError as exc:
+            code = run_slurm(cells, store, options, profile, grid_name=grid.name,
+                             force=args.force, wait_for_jobs=args.wait,
+                             progress=not args.no_progress, status_cmd=status_command(args))
+        except SubmissionError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         if args.wait and code != 130:

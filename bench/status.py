@@ -18,6 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from bench.arguments import add_common, select_cells
+from bench.cli import OneLineParser, run_command
+from bench.console import first_line
+from bench.slurm.queue import LIVE_STATES, QUEUED_STATES, RUNNING_STATES, query_job_states, \
+    read_submissions
 
 STATES = ("done", "queued", "running", "failed", "missing")
 
@@ -29,73 +34,112 @@ class CellStatus:
     detail: str = ""
 
 
-def _first_line(text: Any) -> str:
-    lines = str(text or "").strip().splitlines()
-    return lines[0] if lines else ""
+@dataclass(frozen=True)
+class CellFacts:
+    """What is known of one cell: its record, its latest submission and Slurm's word on its job."""
+
+    record: dict[str, Any] | None  # None: no record, or a corrupt one (`corrupt` says why)
+    corrupt: str
+    job_id: str | None  # its latest Slurm job, None if never submitted
+    submitted: str  # when that job was submitted ("" if never)
+    log_dir: str
+    live: str | None  # squeue's state (or sacct's while it still says queued or running)
+    final: str | None  # sacct's state
+
+
+def cell_facts(cell: Any, store: Any, submission: dict[str, Any] | None,
+               live: dict[str, str], final: dict[str, str]) -> CellFacts:
+    from bench.store import CorruptRecord
+
+    try:
+        record, corrupt = store.read(cell.id), ""
+    except CorruptRecord as exc:
+        record, corrupt = None, str(exc)
+    submission = submission or {}
+    jid = str(submission["job_id"]) if "job_id" in submission else None
+    state = live.get(jid) if jid else None
+    if state is None and jid and final.get(jid) in LIVE_STATES:
+        state = final[jid]  # squeue and sacct disagree for a moment; both are fresh enough
+    return CellFacts(record, corrupt, jid, str(submission.get("submitted", "")),
+                     submission.get("log_dir", ""), state, final.get(jid) if jid else None)
+
+
+# --- the state decision: named predicates, asked in the order of `decide` -------------------------
+
+
+def _record_predates_job(f: CellFacts) -> bool:
+    return f.record is not None and str(f.record.get("started", "")) < f.submitted
+
+
+def record_is_being_replaced(f: CellFacts) -> bool:
+    """A record written before the cell's latest submission is an older result that a queued or
+    running job (e.g. --force) is about to replace."""
+    return f.live is not None and _record_predates_job(f)
+
+
+def has_ok_record(f: CellFacts) -> bool:
+    return f.record is not None and f.record["status"] == "ok" and not record_is_being_replaced(f)
+
+
+def job_is_queued(f: CellFacts) -> bool:
+    return f.live in QUEUED_STATES
+
+
+def job_is_running(f: CellFacts) -> bool:
+    return f.live in RUNNING_STATES
+
+
+def record_explains_failure(f: CellFacts) -> bool:
+    """A failed record explains the failure unless it predates the job that Slurm then
+    cancelled / timed out / lost (that job's state is the newer news)."""
+    return f.record is not None and (f.job_id is None or f.final in (None, "FAILED", "COMPLETED")
+                                     or not _record_predates_job(f))
+
+
+def job_ended_without_record(f: CellFacts) -> bool:
+    return f.final is not None
+
+
+def job_is_unknown(f: CellFacts) -> bool:
+    return f.job_id is not None
+
+
+def decide(f: CellFacts) -> CellStatus:
+    """The first of these that holds decides: an ok record (done), a queued job, a running job, a
+    failed record that explains the failure, a job that ended without a record (failed), a job
+    Slurm no longer knows (missing), nothing at all (missing)."""
+    jid = f.job_id
+    if has_ok_record(f):
+        return CellStatus("done", jid, f"test acc {f.record['accuracy']['test']:.4f}")
+    if job_is_queued(f):
+        return CellStatus("queued", jid, "" if f.live == "PENDING" else f.live)
+    if job_is_running(f):
+        return CellStatus("running", jid, "" if f.live == "RUNNING" else f.live)
+    if record_explains_failure(f):
+        err = f.record.get("error") or {}
+        return CellStatus("failed", jid,
+                          f"{err.get('type', 'Error')}: {first_line(err.get('message'), empty='')}")
+    if job_ended_without_record(f):
+        detail = f"job {jid} completed without writing a record (log: {f.log_dir})" \
+            if f.final == "COMPLETED" else f"Slurm job {jid} {f.final}, no record (log: {f.log_dir})"
+        return CellStatus("failed", jid, detail)
+    if job_is_unknown(f):
+        return CellStatus("missing", jid, f"job {jid} is not known to squeue/sacct")
+    return CellStatus("missing", None, f"corrupt record: {f.corrupt}" if f.corrupt else "")
 
 
 def collect(cells: Sequence[Any], store: Any,
             notes: list[str] | None = None) -> dict[str, CellStatus]:
     """cell id -> CellStatus, from the store, the submissions file, squeue and sacct. Problems
     reaching Slurm are appended to `notes`."""
-    from bench.slurm import (QUEUED_STATES, RUNNING_STATES, query_job_states,
-                             read_submissions)
-    from bench.store import CorruptRecord
-
     subs = read_submissions(store)
-    jobs = {c.id: str(subs[c.id]["job_id"]) for c in cells
+    mine = {c.id: subs[c.id] for c in cells
             if isinstance(subs.get(c.id), dict) and "job_id" in subs[c.id]}
-    live, final, problems = query_job_states(jobs.values()) if jobs else ({}, {}, [])
+    jobs = [str(s["job_id"]) for s in mine.values()]
+    live, final, problems = query_job_states(jobs) if jobs else ({}, {}, [])
     if notes is not None:
         notes.extend(problems)
-    out: dict[str, CellStatus] = {}
-    for cell in cells:
-        jid = jobs.get(cell.id)
-        try:
-            record = store.read(cell.id)
-            corrupt = ""
-        except CorruptRecord as exc:
-            record, corrupt = None, str(exc)
-        state = live.get(jid) if jid else None
-        if state is None and jid and final.get(jid) in QUEUED_STATES | RUNNING_STATES:
-            state = final[jid]  # squeue and sacct disagree for a moment; both are fresh enough
-        # A record written before the cell's latest submission is an older result that a
-        # queued or running job (e.g. --force) is about to replace.
-        rerun = state is not None and record is not None and \
-            str(record.get("started", "")) < str(subs[cell.id].get("submitted", ""))
-        if record is not None and record["status"] == "ok" and not rerun:
-            out[cell.id] = CellStatus("done", jid, f"test acc {record['accuracy']['test']:.4f}")
-            continue
-        if state in QUEUED_STATES:
-            out[cell.id] = CellStatus("queued", jid, "" if state == "PENDING" else state)
-            continue
-        if state in RUNNING_STATES:
-            out[cell.id] = CellStatus("running", jid, "" if state == "RUNNING" else state)
-            continue
-        # A failed record explains the failure unless it predates the job that Slurm then
-        # cancelled / timed out / lost (that job's state is the newer news).
-        explains = record is not None and (
-            jid is None or final.get(jid) in (None, "FAILED", "COMPLETED")
-            or str(record.get("started", "")) >= str(subs[cell.id].get("submitted", "")))
-        if explains:
-            err = record.get("error") or {}
-            message = _first_line(err.get("message"))
-            out[cell.id] = CellStatus("failed", jid, f"{err.get('type', 'Error')}: {message}")
-            continue
-        if jid and jid in final:
-            slurm_state = final[jid]
-            log = subs[cell.id].get("log_dir", "")
-            if slurm_state == "COMPLETED":
-                detail = f"job {jid} completed without writing a record (log: {log})"
-            else:
-                detail = f"Slurm job {jid} {slurm_state}, no record (log: {log})"
-            out[cell.id] = CellStatus("failed", jid, detail)
-            continue
-        if jid:
-            out[cell.id] = CellStatus("missing", jid, f"job {jid} is not known to squeue/sacct")
-            continue
-        out[cell.id] = CellStatus("missing", None, f"corrupt record: {corrupt}" if corrupt else "")
-    return out
+    return {c.id: decide(cell_facts(c, store, mine.get(c.id), live, final)) for c in cells}
 
 
 def counts(states: dict[str, CellStatus]) -> dict[str, int]:
@@ -119,22 +163,16 @@ def format_states(grid_name: str, cells: Sequence[Any], states: dict[str, CellSt
 
 
 def build_parser():
-    from bench.cli import OneLineParser
-    from bench.run import add_common
-
     p = OneLineParser(prog="python -m bench.status", description=__doc__.split("\n\n")[0])
     add_common(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from bench.cli import run_command
-
     return run_command(_main, build_parser().parse_args(argv))
 
 
 def _main(args) -> int:
-    from bench.run import select_cells
     from bench.store import ResultStore
 
     grid, cells = select_cells(args)

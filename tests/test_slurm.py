@@ -298,7 +298,8 @@ def test_submission_is_chunked_recorded_and_not_repeated(tmp_path, capsys, monke
 
 def test_status_joins_store_submissions_squeue_and_sacct(tmp_path, monkeypatch):
     from bench.grids import make_config
-    from bench.slurm import _expand_job_ids, record_submissions
+    from bench.slurm import record_submissions
+    from bench.slurm.queue import _expand_job_ids
     from bench.status import collect
     from bench.store import ResultStore
 
