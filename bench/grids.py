@@ -10,6 +10,10 @@ from bench.config import CONFIG_FIELDS, RunConfig
 from bench.method import parse_method_spec
 from bench.registry import UsageError
 
+# The GPU-hour estimate lived here; its names stay importable from this module.
+from bench.estimate import (REFERENCE_IMAGES_PER_SECOND, RELATIVE_MACS_32,  # noqa: F401
+                            RESNET18_MACS_32, cell_phases, count_macs, estimate_gpu_hours)
+
 GRID_KEYS = ("name", "description", "methods", "datasets", "sparsities", "seeds", "temperatures",
              "base", "per_dataset", "extra_points")
 
@@ -138,7 +142,7 @@ def load_grid(name_or_path: str) -> Grid:
 # --- the paper's grids --------------------------------------------------------------------------
 #
 # The paper grid names methods that other modules (or --plugin files) register. bench.grids is
-# imported by catalog.load_builtins *before* the methods package, so filtering the list here at
+# imported by plugins.load_builtins *before* the methods package, so filtering the list here at
 # import time (`[m for m in PAPER_METHODS if m.split(':')[0] in METHODS]`) would see an empty
 # registry. MethodAwareGrid keeps the full list and leaves out the unregistered names when its
 # cells are built (after every method module has been imported); `bench.run --dry-run` prints
@@ -256,125 +260,6 @@ register_grid(MethodAwareGrid(
     base=PAPER_BASE,
     per_method=PAPER_PER_METHOD,
 ))
-
-
-# --- cost model ---------------------------------------------------------------------------------
-#
-# GPU-hours = Σ over phases of (training images × epochs × the model's cost per image) /
-# REFERENCE_IMAGES_PER_SECOND, where cost per image is relative to ResNet-18 (CIFAR variant) on a
-# 32×32 image, from multiply-accumulates of one forward pass (RELATIVE_MACS_32, scaled by the
-# dataset's image area: ResNet-50 ≈ 2.3×, ResNet-18 at 64×64 = 4×, ResNet-20 ≈ 0.07×).
-# Reference: ResNet-18 trains at ≈3,800 CIFAR images/s on one A100-class GPU. This is calibrated
-# on COLT's printed 276 minutes for CIFAR-10 at 97.7 %: 24 rounds × 50 epochs of two half-data
-# trainings + a 50-epoch ticket = 1,250 epochs × 50,000 images / 16,560 s ≈ 3,800 images/s.
-# Phases shared through the cache (teacher, dense CE network, teacher-guided student) are counted
-# once per cache key, as the harness runs them once. A teacher forward pass inside KD costs a third
-# of its training step. Small networks are slower on a GPU than their MACs suggest, so estimates
-# for resnet20-size grids are low; the model is for sizing GPU grids, not CPU ones.
-REFERENCE_IMAGES_PER_SECOND = 3800.0
-# training images per epoch after the 10 % validation split; unknown datasets count as CIFAR
-TRAIN_IMAGES = {"cifar10": 45000, "cifar100": 45000, "tinyimagenet": 90000, "digits": 1294,
-                "synthetic": 288}
-SD_FORWARDS = {"cskd": 2.0, "dlb": 2.0, "pskd": 1.0}  # samples forwarded per new sample
-
-
-def _rounds(sparsity: float, fraction: float) -> int:
-    """Rounds of removing `fraction` of what is left until at most (1 − sparsity) remains."""
-    import math
-
-    if sparsity <= 0:
-        return 0
-    return max(1, math.ceil(math.log(1.0 - sparsity) / math.log(1.0 - fraction) - 1e-9))
-
-
-# Forward multiply-accumulates per 32×32 image relative to ResNet-18 (CIFAR variant, 10 classes:
-# RESNET18_MACS_32), counted over every Conv2d and Linear by `count_macs` (a test keeps this table
-# honest). Building the models here instead would make `--dry-run` take seconds.
-RESNET18_MACS_32 = 555_422_720
-RELATIVE_MACS_32 = {"resnet18": 1.0, "resnet34": 2.087, "resnet50": 2.337, "resnet20": 0.0735,
-                    "resnet32": 0.1245, "resnet56": 0.2264, "smallcnn": 0.0220}
-
-
-def _relative_cost(model: str, dataset: str) -> float:
-    """Cost of one `dataset` image through `model`, relative to ResNet-18 on a 32×32 image;
-    unknown models (timm:, plugins) are assumed to cost what ResNet-18 does."""
-    from bench.catalog import DATASETS
-
-    size = DATASETS.get(dataset).image_size if dataset in DATASETS else 32
-    return RELATIVE_MACS_32.get(model, 1.0) * (size / 32.0) ** 2
-
-
-def count_macs(model: str, num_classes: int = 10, channels: int = 3, size: int = 32) -> float:
-    """Forward multiply-accumulates of one image through a registered model (Conv2d + Linear)."""
-    import torch
-    from torch import nn
-
-    from bench.models import build_model
-
-    net = build_model(model, num_classes, channels, size).eval()
-    total = [0.0]
-
-    def count(module, inputs, output):
-        fan_in = module.weight[0].numel() if isinstance(module, nn.Conv2d) else module.in_features
-        total[0] += float(output.numel()) * fan_in
-
-    hooks = [m.register_forward_hook(count) for m in net.modules()
-             if isinstance(m, (nn.Conv2d, nn.Linear))]
-    with torch.no_grad():
-        net(torch.zeros(1, channels, size, size))
-    for h in hooks:
-        h.remove()
-    return total[0]
-
-
-def cell_phases(cfg: RunConfig) -> list[tuple[tuple | None, str, float]]:
-    """(cache key or None for cell-specific, phase, ResNet-18-CIFAR image equivalents) of a cell."""
-    n = TRAIN_IMAGES.get(cfg.dataset, 45000)
-    m = _relative_cost(cfg.model, cfg.dataset)
-    opt = cfg.option_dict
-    recipe = (cfg.dataset, cfg.seed, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay,
-              cfg.schedule)
-    dense = (("dense-ce", cfg.model, cfg.dense_epochs) + recipe, "dense", n * cfg.dense_epochs * m)
-    family = cfg.method.split("-")[0]
-    if cfg.method == "tg-oneshot":
-        t = _relative_cost(cfg.teacher, cfg.dataset)
-        student_key = ("tg-student", cfg.model, cfg.dense_epochs, cfg.teacher, cfg.teacher_epochs,
-                       cfg.alpha, cfg.resolved_temperature(),
-                       tuple(sorted((k, v) for k, v in opt.items() if k != "retrain"))) + recipe
-        retrain = m + (t / 3.0 if opt.get("retrain") == "kd" else 0.0)
-        return [(("teacher", cfg.teacher, cfg.teacher_epochs) + recipe, "teacher",
-                 n * cfg.teacher_epochs * t),
-                (student_key, "student", n * cfg.dense_epochs * (m + t / 3.0)),
-                (None, "retrain", n * cfg.sparse_epochs * retrain)]
-    if cfg.method in ("magnitude", "random"):
-        return [dense, (None, "finetune", n * cfg.sparse_epochs * m)]
-    if family in SD_FORWARDS and cfg.method.endswith(("-simple", "-epsd")):
-        return [(None, "sparse", n * cfg.sparse_epochs * m * SD_FORWARDS[family])]
-    if cfg.method == "colt":
-        # two halves, each on half of the data, per round-epoch: one full epoch's images
-        rounds = _rounds(cfg.sparsity, opt.get("prune_fraction", 0.15))
-        return [(None, "rounds", n * rounds * cfg.round_epochs * m),
-                (None, "ticket", n * cfg.sparse_epochs * m)]
-    if cfg.method == "egp":
-        rounds = _rounds(cfg.sparsity, opt.get("prune_fraction", 0.5))
-        return [dense, (None, "rounds", n * rounds * cfg.round_epochs * m)]
-    # a method this model does not know: a dense training plus a sparse one
-    return [dense, (None, "sparse", n * cfg.sparse_epochs * m)]
-
-
-def estimate_gpu_hours(cells: Sequence[RunConfig],
-                       images_per_second: float = REFERENCE_IMAGES_PER_SECOND) -> float:
-    """Estimated GPU-hours to run `cells` from an empty cache (see the cost model above)."""
-    seen: set[tuple] = set()
-    images = 0.0
-    for cfg in cells:
-        for key, _, work in cell_phases(cfg):
-            if key is not None:
-                if key in seen:
-                    continue
-                seen.add(key)
-            images += work
-    return images / images_per_second / 3600.0
 
 
 # --- a mid-size CPU grid ------------------------------------------------------------------------
