@@ -144,3 +144,27 @@ def test_the_walk_sees_cycles(tmp_path):
     (tmp_path / "bench" / "pkg" / "inner.py").write_text("from bench.c import x\n")
     assert find_cycle(import_graph(tmp_path)) == \
         ["bench.c", "bench.pkg", "bench.pkg.inner", "bench.c"]
+
+
+def test_a_config_validates_without_loading_anything_first():
+    """Importing bench.config imports neither torch nor a method; building a RunConfig in a fresh
+    process loads the built-ins through the registries' first lookup and validates."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import bench.config, bench.catalog\n"
+            "assert 'torch' not in sys.modules and 'methods' not in sys.modules, 'eager import'\n"
+            "from bench.config import RunConfig\n"
+            "cfg = RunConfig(method='COLT', dataset='digits', options=(('prune_fraction', 0.2),))\n"
+            "print(cfg.method, cfg.label, 'torch' in sys.modules)\n"
+            "try:\n"
+            "    RunConfig(method='nope')\n"
+            "except ValueError as exc:\n"
+            "    print(exc)\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    first, second = res.stdout.splitlines()
+    assert first.startswith("colt colt") and first.endswith("True")
+    assert second.startswith("unknown method 'nope'; valid: ") and "tg-oneshot" in second

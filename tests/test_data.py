@@ -91,9 +91,24 @@ def test_cifar10_official_layout(tmp_path):
 
 
 def test_cifar100_official_layout(tmp_path):
-    write_cifar100(tmp_path)
+    folder = write_cifar100(tmp_path)
     b = load_dataset("cifar100", tmp_path)
     assert b.spec.num_classes == 100 and len(b.test) == 20
+    files = {}
+    for name in ("train", "test"):
+        with open(folder / name, "rb") as fh:
+            files[name] = pickle.load(fh, encoding="latin1")
+    test = files["test"]
+    # the fine labels (0..99), in the file's order; the coarse ones (0..19) would differ
+    assert b.test.labels.tolist() == [int(v) for v in test["fine_labels"]]
+    assert sorted(b.train.labels.tolist() + b.val.labels.tolist()) == \
+        sorted(int(v) for v in files["train"]["fine_labels"])
+    # a row holds the red plane, then green, then blue, each 32 rows of 32 pixels
+    image, channel, y, x = 7, 2, 5, 30
+    assert b.test.images.dtype == torch.uint8
+    assert int(b.test.images[image, channel, y, x]) == \
+        int(test["data"][image][channel * 1024 + y * 32 + x])
+    assert torch.equal(b.test.images[3].flatten(), torch.from_numpy(test["data"][3]))
 
 
 def test_cifar_bad_folders_say_what_is_wrong(tmp_path):
@@ -190,6 +205,14 @@ def test_flip_and_crop_only_in_training():
     clean = be.x[bt.idx]
     assert not torch.allclose(bt.x, clean)  # augmented
     assert bt.x.shape == clean.shape
+    # the evaluation loader is not augmented: its batch is the split itself, normalised
+    assert torch.equal(be.idx, torch.arange(len(b.train))[:len(be.idx)])
+    mean = torch.tensor(b.mean).view(1, -1, 1, 1) * 255.0
+    std = torch.tensor(b.std).view(1, -1, 1, 1) * 255.0
+    plain = (b.train.images[be.idx].float() - mean) / std
+    torch.testing.assert_close(be.x, plain, rtol=1e-5, atol=1e-5)
+    again = next(iter(DeviceLoader(b.train, b, 320, train=False)))
+    assert torch.equal(again.x, be.x)
 
 
 def test_a_sampler_decides_the_batches_and_the_length():
