@@ -56,7 +56,7 @@ def print_dry_run(grid, cells, store) -> None:
     todo = [c for c in cells if c.id not in done]
     print(f"grid {grid.name}: {len(cells)} cells, {hours(cells)} GPU-hours ({len(todo)} to run: "
           f"{hours(todo)} GPU-hours; ResNet-18 at {REFERENCE_IMAGES_PER_SECOND:,.0f} CIFAR "
-          f"images/s, model in bench/grids.py)")
+          f"images/s, model in bench/estimate.py)")
     left_out = getattr(grid, "unregistered_methods", lambda: [])()
     if left_out:
         print(f"  not registered, left out: {', '.join(left_out)}")

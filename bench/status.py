@@ -120,9 +120,10 @@ def decide(f: CellFacts) -> CellStatus:
         return CellStatus("failed", jid,
                           f"{err.get('type', 'Error')}: {first_line(err.get('message'), empty='')}")
     if job_ended_without_record(f):
-        detail = f"job {jid} completed without writing a record (log: {f.log_dir})" \
-            if f.final == "COMPLETED" else f"Slurm job {jid} {f.final}, no record (log: {f.log_dir})"
-        return CellStatus("failed", jid, detail)
+        if f.final == "COMPLETED":
+            return CellStatus("failed", jid,
+                              f"job {jid} completed without writing a record (log: {f.log_dir})")
+        return CellStatus("failed", jid, f"Slurm job {jid} {f.final}, no record (log: {f.log_dir})")
     if job_is_unknown(f):
         return CellStatus("missing", jid, f"job {jid} is not known to squeue/sacct")
     return CellStatus("missing", None, f"corrupt record: {f.corrupt}" if f.corrupt else "")
