@@ -213,7 +213,8 @@ def test_fuzz_every_invalid_config_is_rejected_and_every_valid_one_round_trips(k
     if not _valid(kw):
         with pytest.raises(UsageError) as err:
             RunConfig(**kw)
-        assert "\n" not in str(err.value) and "=" in str(err.value) or "unknown" in str(err.value)
+        message = str(err.value)
+        assert "\n" not in message and ("=" in message or "unknown" in message)
         return
     cfg = RunConfig(**kw)
     again = RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
