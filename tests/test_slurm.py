@@ -1,4 +1,4 @@
-"""Slurm sweeps (bench/slurm.py, bench/status.py).
+"""Slurm sweeps (bench/slurm/, bench/dispatch.py run_slurm, bench/status.py).
 
 Two kinds of tests:
   * cluster-free: profiles, the sbatch text submitit writes, chunking below MaxArraySize, the
