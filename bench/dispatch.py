@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from bench.cell import RunOptions
 from bench.config import RunConfig
 from bench.console import first_line, progress_bar
-from bench.locked import Outcome, pending, run_one_locked  # noqa: F401 (importable from here)
+from bench.locked import Outcome, pending, run_one_locked
 from bench.store import ResultStore
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ def _bar(items, enabled: bool):
 
 
 def wait_for_slurm(cells: Sequence[RunConfig], store: ResultStore, *, progress: bool = True,
-         poll_s: float = 3.0, grace_s: float = 60.0) -> dict[str, Any]:
+                   poll_s: float = 3.0, grace_s: float = 60.0) -> dict[str, Any]:
     """Block until none of `cells` is queued or running; returns {cell id: CellStatus}.
 
     A submitted cell whose job Slurm no longer knows (not in squeue, not yet in sacct) is given
