@@ -101,7 +101,8 @@ def job_ended_without_record(f: CellFacts) -> bool:
 
 
 def job_is_unknown(f: CellFacts) -> bool:
-    return f.job_id is not None
+    """Submitted, but neither squeue nor sacct knows the job (any more)."""
+    return bool(f.job_id)
 
 
 def decide(f: CellFacts) -> CellStatus:
