@@ -243,3 +243,41 @@ def test_the_record_carries_target_and_accounting_and_counts_over_its_layers():
     with pytest.raises(MaskViolation, match="keeps 9 of 36 weights of the conv layers; sparsity "
                                             "0.5 needs 18"):
         verify_mask(model, 0.5, Accounting("conv", ("0",)))
+
+
+def test_a_plugin_that_keys_scores_by_parameter_name_runs_and_a_wrong_name_is_explained(
+        tmp_path, monkeypatch):
+    from bench.catalog import METHODS
+    from bench.cell import RunOptions, run_cell
+    from bench.config import RunConfig
+    from bench.method import Method
+    from bench.store import ResultStore
+
+    def by_parameter(ctx):
+        model = ctx.dense_model()
+        ctx.prune(model, {n: p.detach().abs() for n, p in model.named_parameters()
+                          if n.endswith(".weight") and p.dim() > 1})  # '0.weight', '3.weight', ...
+        return model
+
+    def misnamed(ctx):
+        model = ctx.dense_model()
+        ctx.prune(model, {"conv9.weight": torch.ones(3)})
+        return model
+
+    monkeypatch.setitem(METHODS._items, "by-parameter", Method("by-parameter", by_parameter))
+    monkeypatch.setitem(METHODS._items, "misnamed", Method("misnamed", misnamed))
+    store = ResultStore(tmp_path)
+
+    def run(method):
+        cfg = RunConfig(method=method, dataset="synthetic", model="smallcnn", sparsity=0.9,
+                        dense_epochs=1)
+        return run_cell(cfg, store, RunOptions(progress=False, save_checkpoints=False))
+
+    ok = run("by-parameter")
+    assert ok["status"] == "ok", ok.get("error", {}).get("traceback")
+    assert ok["sparsity"]["prunable_kept"] == keep_count(ok["sparsity"]["prunable_total"], 0.9)
+    assert (ok["sparsity"]["target"], ok["sparsity"]["over"]) == (0.9, "prunable")
+    bad = run("misnamed")
+    assert bad["status"] == "failed"
+    assert "scores names ['conv9.weight'], which are not prunable layers; expected the names " \
+           "of Conv2d/Linear modules (5 here: 0, 3, 7, ...)" in bad["error"]["message"]
