@@ -24,7 +24,8 @@ from bench.cache import CacheEntry, PhaseCache
 from bench.config import RunConfig
 from bench.data import DataBundle, IndexSampler, dataset_fingerprint, load_dataset
 from bench.flops import cost_accounting
-from bench.masks import attach_mask, global_topk_mask, prepare_for_state_dict, verify_mask
+from bench.masks import Accounting, prepare_for_state_dict, prune_model, verify_mask
+from bench.method import UnreachableTarget
 from bench.models import build_model
 from bench.plugins import loaded_plugins
 from bench.store import ResultStore, atomic_torch_save
@@ -55,6 +56,7 @@ class CellContext:
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # method-specific record fields
     expected_sparsity: float | None = None  # None: the method reports what it reached
+    accounting: Accounting = Accounting()  # the weights the target is counted over
 
     @property
     def options(self) -> dict[str, Any]:
@@ -163,10 +165,10 @@ class CellContext:
 
     def prune(self, model: nn.Module, scores: dict[str, torch.Tensor],
               sparsity: float | None = None) -> None:
-        """Global top-k on `scores` to the exact count, then attach the mask to `model`."""
+        """Global top-k on `scores` to the exact count, then attach the mask to `model`. Scores
+        are keyed by module name ('conv1') or parameter name ('conv1.weight')."""
         s = self.config.sparsity if sparsity is None else sparsity
-        mask, guarded = global_topk_mask(scores, s)
-        attach_mask(model, mask)
+        guarded = prune_model(model, scores, s)
         if guarded:
             self.extra.setdefault("guarded_layers", []).extend(guarded)
 
@@ -214,13 +216,16 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
     record: dict[str, Any] = {"id": config.id, "label": config.label, "config": config.to_dict(),
                               "temperature": config.resolved_temperature()}
     try:
+        problem = method.precheck(config) if method.precheck else None
+        if problem:
+            raise UnreachableTarget(problem)
         data = cached_dataset(config.dataset, options.data_root, options.download)
         trainer = Trainer(data, device, seed=config.seed, compile=options.compile,
                           progress=options.progress)
         ctx = CellContext(config, data, trainer, PhaseCache(store.cache_dir),
                           store.work_dir(config.id), expected_sparsity=config.sparsity)
         model = method.run(ctx)
-        report = verify_mask(model, ctx.expected_sparsity)
+        report = verify_mask(model, ctx.expected_sparsity, ctx.accounting)
         with ctx.clock("evaluate"):
             test_acc = trainer.accuracy(model, data.test)
         if options.save_checkpoints:
@@ -231,7 +236,7 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
             "test": float(test_acc),
             "val_history": {n: p.get("val_acc", []) for n, p in ctx.phases.items()
                             if p.get("val_acc")}},
-            sparsity=report.as_record(),
+            sparsity=report.as_record(config.sparsity, ctx.accounting),
             compute=cost_accounting(model, data.spec.channels, data.spec.image_size))
     except Exception as exc:  # the record says why; the grid goes on
         record.update(status="failed", error={"type": type(exc).__name__, "message": str(exc),
@@ -263,7 +268,7 @@ def _verify_checkpoint(path: Path, ctx: CellContext) -> None:
                         ctx.data.spec.image_size)
     prepare_for_state_dict(model, blob["state_dict"])
     model.load_state_dict(blob["state_dict"])
-    verify_mask(model, ctx.expected_sparsity)
+    verify_mask(model, ctx.expected_sparsity, ctx.accounting)
 
 
 def peak_rss_mb() -> float:

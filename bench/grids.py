@@ -198,6 +198,9 @@ PAPER_METHODS = (
     "cskd-simple", "cskd-epsd", "pskd-simple", "pskd-epsd", "dlb-simple", "dlb-epsd",  # EPSD
     "colt", "egp",
 )
+# egp keeps sparsity_over=prunable here: every method in a column keeps the same number of prunable
+# weights (docs/methods.md, "Sparsity accounting"). Its TinyImageNet 98 % cells cannot reach that;
+# --dry-run marks them UNREACHABLE and a run fails them at their start, before any training.
 
 # Budgets. The paper's own epoch counts are not in METHODS.md (only its printed accuracies and
 # minutes), so they come from the recipes METHODS.md does give, and from standard CIFAR training:

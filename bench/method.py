@@ -76,6 +76,10 @@ class MethodContext(Protocol):
               sparsity: float | None = None) -> None: ...
 
 
+class UnreachableTarget(ValueError):
+    """A method cannot reach the cell's target by its own rule; raised before it trains."""
+
+
 @dataclass(frozen=True)
 class Option:
     """A method-specific option: its default, and optionally the valid choices or a check."""
@@ -116,6 +120,9 @@ class Method:
     label_options: tuple[str, ...] = ()  # options always shown in the row label
     requires_epochs: tuple[str, ...] = ()  # budget fields that must be >= 1 for this method
     description: str = ""
+    # precheck(config) -> None, or one line saying why the method cannot reach the config's
+    # target: `bench.run --dry-run` lists it, and the cell fails with it before training
+    precheck: Callable[[Any], str | None] | None = None
 
     def normalize_options(self, given: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
         out = {}
@@ -145,12 +152,13 @@ class Method:
 def register_method(name: str, *, options: Mapping[str, Option] | None = None,
                     uses_temperature: bool = False, label_options: tuple[str, ...] = (),
                     requires_epochs: tuple[str, ...] = (), description: str = "",
-                    replace: bool = False):
+                    replace: bool = False, precheck: Callable[[Any], str | None] | None = None):
     """Register `run(ctx) -> model` under `name`. A clash with an existing name is an error."""
     def decorator(run: Callable[[MethodContext], "nn.Module"]):
         method = Method(name, run, dict(options or {}), uses_temperature, label_options,
                         requires_epochs,
-                        description or (run.__doc__ or "").strip().split("\n")[0])
+                        description or (run.__doc__ or "").strip().split("\n")[0],
+                        precheck=precheck)
         METHODS.register(name, replace=replace)(method)
         return run
     return decorator

@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import torch
 
@@ -172,7 +172,7 @@ def resume(ctx: "MethodContext", name: str = STATE_FILE) -> Rounds:
 def _to_cpu(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu().clone()
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):  # a bench.masks.Mask too: saved as a plain dict of tensors
         return {k: _to_cpu(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_cpu(v) for v in obj)

@@ -60,12 +60,20 @@ def print_dry_run(grid, cells, store) -> None:
     left_out = getattr(grid, "unregistered_methods", lambda: [])()
     if left_out:
         print(f"  not registered, left out: {', '.join(left_out)}")
+    unreachable = []
     for c in cells:
         state = "done" if c.id in done else "todo"
         # a T= on a method without a temperature would suggest a sweep that does not happen
         temp = f"T={c.resolved_temperature():g}" if catalog.METHODS.get(c.method).uses_temperature else "-"
+        precheck = catalog.METHODS.get(c.method).precheck
+        problem = precheck(c) if precheck else None
+        unreachable += [problem] if problem else []
         print(f"  {c.id}  {state:4}  {c.label:28} {c.dataset:12} s={c.sparsity:<6g} "
-              f"{temp:5} seed={c.seed}")
+              f"{temp:5} seed={c.seed}" + ("  UNREACHABLE" if problem else ""))
+    if unreachable:
+        print(f"{len(unreachable)} cells cannot reach their target and will fail at their start:")
+        for problem in dict.fromkeys(unreachable):
+            print(f"  {problem}")
 
 
 def write_tables(grid, cells, store) -> str:

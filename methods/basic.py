@@ -1,4 +1,4 @@
-"""Global magnitude and random pruning (METHODS.md section 2).
+"""Global magnitude and random pruning (docs/methods.md).
 
 Train dense with CE (shared by every sparsity through the cache), keep the top (1 - s) of |θ|
 over all prunable weights with one threshold (or a uniformly random subset of the same size),

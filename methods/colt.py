@@ -1,4 +1,4 @@
-"""COLT: Cyclic Overlapping Lottery Tickets (METHODS.md section 4; Hossain et al., IEEE TAI,
+"""COLT: Cyclic Overlapping Lottery Tickets (docs/methods.md; Hossain et al., IEEE TAI,
 arXiv 2212.12770; official code github.com/ismail31416/COLT).
 
     θ₀ ← one random initialisation (all classes);  m ← 1 on every Conv2d weight
@@ -15,15 +15,15 @@ Budgets: each half trains config.round_epochs per round, the ticket config.spars
 record's cost is the sum of all rounds (both halves, evaluation, pruning) plus the ticket training;
 the rounds are resumable one by one (bench/rounds.py).
 
-Interpretation choices (see the report for the full list):
+Interpretation choices (docs/methods.md gives each one its reason):
 - Only Conv2d weights are pruned (the original's default conv ratio 0.15, linear/output 0); Linear
   layers, the head included, stay dense. Option `sparsity_over`:
   `prunable` (default) counts the target over all prunable weights (Conv2d + Linear), the figure
   every other method is asked for, so the convs are pruned a little further to make up for the
   dense head and the count is exact (ctx.expected_sparsity = the target). This is closest to the
   original, whose stopping rule counts Conv2d, Linear and BatchNorm weights together. `conv` counts
-  it over conv weights only; the sparsity reached over prunable weights is then slightly lower and
-  is reported instead of checked (ctx.expected_sparsity = None).
+  it over conv weights only (ctx.accounting: the exact count is checked over the convs); the
+  sparsity reached over prunable weights is then slightly lower and is reported next to it.
 - θ₀ is a full-class model; each half's head is the rows of θ₀'s head for its classes, so that the
   two copies share θ₀ everywhere else and the ticket's head at rewind is θ₀'s own. (The original
   gives both halves the very same head initialisation, as both have the same shape.)
@@ -44,7 +44,8 @@ import torch
 from torch import nn
 
 from bench.data import DataBundle, Split
-from bench.masks import MASK_BUFFER, Mask, attach_mask, intersect, keep_count, prunable_modules
+from bench.masks import (MASK_BUFFER, Accounting, Mask, attach_mask, flatten, intersect, keep_best,
+                         keep_count, prunable_modules, prune_global, removal_rank, unflatten)
 from bench.method import Option, register_method
 from bench.rounds import resume
 from bench.trainer import Trainer
@@ -115,36 +116,10 @@ def conv_names(model: nn.Module) -> list[str]:
     return [n for n, m in prunable_modules(model).items() if isinstance(m, nn.Conv2d)]
 
 
-def _ranks(scores: Mapping[str, torch.Tensor], alive: Mapping[str, torch.Tensor],
-           names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(positions of the alive weights in the flat vector, their rank: 0 = smallest |score|).
-    Ties go to the earlier position, so the ranking is deterministic."""
-    flat_alive = torch.cat([alive[n].reshape(-1).bool().cpu() for n in names])
-    flat = torch.cat([scores[n].detach().reshape(-1).float().cpu() for n in names])
-    pos = torch.nonzero(flat_alive).flatten()
-    order = torch.argsort(flat[pos], stable=True)
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(len(order))
-    return pos, rank
-
-
-def _unflatten(flat: torch.Tensor, like: Mapping[str, torch.Tensor], names: list[str]) -> Mask:
-    out, start = {}, 0
-    for n in names:
-        size = like[n].numel()
-        out[n] = flat[start:start + size].view(like[n].shape).clone().to(like[n].device)
-        start += size
-    return out
-
-
 def prune_smallest(scores: Mapping[str, torch.Tensor], alive: Mapping[str, torch.Tensor],
                    count: int) -> Mask:
     """Global L1 pruning: `alive` without the `count` alive weights of smallest |score|."""
-    names = list(alive)
-    pos, rank = _ranks({n: scores[n].abs() for n in names}, alive, names)
-    keep = torch.cat([alive[n].reshape(-1).bool().cpu() for n in names])
-    keep[pos[rank < count]] = False
-    return _unflatten(keep, alive, names)
+    return prune_global({n: scores[n].abs() for n in alive}, alive, count)
 
 
 def colt_round_mask(scores_a: Mapping[str, torch.Tensor], scores_b: Mapping[str, torch.Tensor],
@@ -155,8 +130,9 @@ def colt_round_mask(scores_a: Mapping[str, torch.Tensor], scores_b: Mapping[str,
     Each half removes round(fraction · R) of the R alive weights by global |w| (at least one);
     the ticket is the intersection mask_a ∧ mask_b. If that would keep fewer than `keep_at_least`
     weights (the last round), the ticket instead removes exactly R − keep_at_least weights in the
-    order in which the intersection removes them as both halves prune deeper: by the smaller of
-    the two ranks, then the larger, then position. That order removes the intersection's weights
+    order in which the intersection removes them as both halves prune deeper: by the earlier of
+    the two halves' removal ranks, then the later (`bench.masks.removal_rank`; ties between
+    weights by the harness's position rule). That order removes the intersection's weights
     first, so a ticket that needs no trimming is unchanged.
     """
     names = list(alive)
@@ -165,22 +141,23 @@ def colt_round_mask(scores_a: Mapping[str, torch.Tensor], scores_b: Mapping[str,
     mask_a = prune_smallest(scores_a, alive, count)
     mask_b = prune_smallest(scores_b, alive, count)
     ticket = intersect([mask_a, mask_b])
-    kept = int(sum(int(ticket[n].sum()) for n in names))
-    if kept >= keep_at_least:
+    if ticket.kept >= keep_at_least:
         return ticket, mask_a, mask_b
-    need = total_alive - keep_at_least
-    pos, rank_a = _ranks({n: scores_a[n].abs() for n in names}, alive, names)
-    _, rank_b = _ranks({n: scores_b[n].abs() for n in names}, alive, names)
+    alive_flat = flatten(alive, names).bool()
+    rank_a = removal_rank(flatten({n: scores_a[n].abs() for n in names}, names).float(),
+                          alive_flat)
+    rank_b = removal_rank(flatten({n: scores_b[n].abs() for n in names}, names).float(),
+                          alive_flat)
     low, high = torch.minimum(rank_a, rank_b), torch.maximum(rank_a, rank_b)
-    key = low * max(1, total_alive) + high
-    order = torch.argsort(key, stable=True)
-    keep = torch.cat([alive[n].reshape(-1).bool().cpu() for n in names])
-    keep[pos[order[:need]]] = False
-    return _unflatten(keep, alive, names), mask_a, mask_b
+    # removed later = better: the key as a score, so keep_best's one tie rule applies
+    score = torch.zeros(alive_flat.numel(), dtype=torch.int64, device=low.device)
+    score[torch.nonzero(alive_flat.to(low.device)).flatten()] = low * max(1, total_alive) + high
+    keep = keep_best(score, keep_at_least, alive_flat)
+    return Mask(unflatten(keep, alive, names)), mask_a, mask_b
 
 
 def count_kept(mask: Mapping[str, torch.Tensor]) -> int:
-    return int(sum(int(m.sum()) for m in mask.values()))
+    return Mask(mask).kept
 
 
 # --- the method --------------------------------------------------------------------------------
@@ -213,7 +190,8 @@ def _conv_target(ctx, model: nn.Module, names: list[str]) -> tuple[int, int, int
     other_total = sum(m.weight.numel() for n, m in modules.items() if n not in names)
     s = ctx.config.sparsity
     if ctx.options["sparsity_over"] == "conv":
-        ctx.expected_sparsity = None  # the sparsity over prunable weights is reported, not asked
+        # the count is checked over the convs; over prunable weights it is reported, not asked
+        ctx.accounting = Accounting("conv", tuple(names))
         return keep_count(conv_total, s), conv_total, other_total
     keep = keep_count(conv_total + other_total, s) - other_total
     if keep < 0:
@@ -245,8 +223,8 @@ def colt(ctx):
     rounds = resume(ctx)
     theta0 = rounds.payload.get("theta0") or {k: v.detach().clone()
                                               for k, v in ticket.state_dict().items()}
-    mask = rounds.payload.get("mask") or {n: torch.ones_like(ticket.get_submodule(n).weight,
-                                                             dtype=torch.bool) for n in names}
+    mask = Mask(rounds.payload.get("mask") or
+                Mask.ones({n: ticket.get_submodule(n).weight for n in names}))
     a = _make_half(ctx, "a", classes_a, theta0)
     b = _make_half(ctx, "b", classes_b, theta0)
 
@@ -267,7 +245,7 @@ def colt(ctx):
                 {n: b.model.get_submodule(n).weight.detach() for n in names},
                 mask, opts["prune_fraction"], keep_target)
         kept = count_kept(new_mask)
-        rnd.save({"theta0": theta0, "mask": new_mask},
+        rnd.save({"theta0": theta0, "mask": new_mask.to_dict()},
                  sparsity=1.0 - (kept + other_total) / all_total,
                  conv_sparsity=1.0 - kept / conv_total,
                  sparsity_trained=1.0 - (alive + other_total) / all_total,

@@ -1,9 +1,9 @@
-"""EGP: entropy-guided pruning (METHODS.md section 5; Liao, Quétu, Nguyen, Tartaglione, "Can
+"""EGP: entropy-guided pruning (docs/methods.md; Liao, Quétu, Nguyen, Tartaglione, "Can
 Unstructured Pruning Reduce the Depth in Deep Neural Networks?", ICCVW 2023, arXiv 2308.06619;
 official code github.com/ZhuLIAO001/Unstructured_Relu_Pruning_Reduce_Depth).
 
     θ ← the dense network trained with CE (shared with magnitude/random through the cache)
-    round i = 1, 2, ... while more prunable weights survive than the target allows:
+    round i = 1, 2, ... while the pruned layers keep more weights than the target allows:
         H_l ← entropy of the on/off state of the ReLU fed by conv l, over a few training batches
         L   ← the convs that feed a ReLU, with H_l > 0 and weights left     (H_l = 0: left alone)
         n   ← round(p · remaining weights of L)  (p = prune_fraction = 50 %),
@@ -11,8 +11,15 @@ official code github.com/ZhuLIAO001/Unstructured_Relu_Pruning_Reduce_Depth).
         a_l ← H_l · mean |w| over the remaining weights of l
         n_l ← n · softmax_l(Σ_k a_k / a_l), capped at what l has left, the excess redistributed
               over the others (`egp_budgets`)
-        remove the n_l smallest |w| of each l;  retrain θ for round_epochs (masked)
+        remove the n_l smallest |w| of each l (bench.masks.prune_per_layer);  retrain θ for
+        round_epochs (masked)
     the network after the last round's retraining is the result
+
+Target (`sparsity_over`): `prunable` (default) counts it over all prunable weights, the harness's
+uniform accounting, so the ReLU-feeding convs go further to make up for the shortcut convs and the
+head that EGP never prunes; `pruned` counts it over the layers EGP prunes, the EGP paper's
+accounting (1 − 0.5^k after k rounds). A target the pruned layers cannot reach (they would have to
+keep fewer than one weight) is found before training by `check_target`, the method's precheck.
 
 Budgets: the dense network is the harness's cached CE model (config.dense_epochs, shared with
 magnitude/random and reported as shared cost); each round retrains config.round_epochs with a fresh
@@ -36,22 +43,25 @@ on the output, relu(x) > 0 ⇔ x > 0, but nothing else would).
 Deviations from the original: budgets are whole numbers that add up to exactly n (largest remainder;
 the original truncates each layer's share, removing up to one weight per layer fewer), and the last
 round removes only what the target needs, so that EGP hits the exact count like every other method
-(its sparsities are 1 − 0.5^i over the pruned layers otherwise). If the target cannot be reached
-(every eligible layer empty or at zero entropy) the loop stops and the reached sparsity is reported.
+(its sparsities are 1 − 0.5^i over the pruned layers otherwise). If the target cannot be reached at
+run time (every eligible layer empty or at zero entropy) the loop stops and the reached sparsity is
+reported.
 As in the original, a layer's budget may be all it has left: the softmax is sharp, so whole convs
 inside residual blocks are emptied (the paper's "reduced depth"); records list them as empty layers.
 """
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Mapping
 
 import torch
 from torch import nn
 
-from bench.masks import Mask, attach_mask, get_mask, keep_count, prepare_for_state_dict, \
-    sparsity_report
-from bench.method import Option, register_method
+from bench.masks import Accounting, attach_mask, get_mask, keep_count, prepare_for_state_dict, \
+    prunable_modules, prune_per_layer, sparsity_report
+from bench.method import Option, UnreachableTarget, register_method
+from bench.models import build_model
 from bench.rounds import resume
 
 
@@ -119,11 +129,34 @@ class ReluEntropy:
         def hook(module, inputs):
             conv = self._last_conv.get(parent)
             if conv is not None:
-                self.sums[conv] = self.sums.get(conv, 0.0) + relu_entropy(inputs[0])
+                self._record(conv, inputs[0])
         return hook
+
+    def _record(self, conv: str, preact: torch.Tensor) -> None:
+        self.sums[conv] = self.sums.get(conv, 0.0) + relu_entropy(preact)
 
     def entropies(self) -> dict[str, float]:
         return {name: total / max(1, self.batches) for name, total in self.sums.items()}
+
+
+class _ReluFeeders(ReluEntropy):
+    """The same attribution of ReLUs to convs, measuring nothing."""
+
+    def _record(self, conv: str, preact: torch.Tensor) -> None:
+        self.sums.setdefault(conv, 0.0)
+
+
+@torch.no_grad()
+def relu_fed_convs(model: nn.Module, channels: int, image_size: int) -> list[str]:
+    """The convs EGP prunes (those that feed a ReLU), in the model's module order, found by one
+    forward pass of a blank image through the same hooks that measure the entropies."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with _ReluFeeders(model) as probe:
+        model(torch.zeros(1, channels, image_size, image_size, device=device))
+    model.train(was_training)
+    return [n for n in prunable_modules(model) if n in probe.sums]
 
 
 @torch.no_grad()
@@ -183,26 +216,76 @@ def egp_budgets(entropy: Mapping[str, float], mean_abs: Mapping[str, float],
     return budgets
 
 
-@torch.no_grad()
-def prune_smallest_in_layer(weight: torch.Tensor, mask: torch.Tensor, count: int) -> torch.Tensor:
-    """`mask` without the `count` alive weights of smallest |w| (ties: earlier position first)."""
-    alive = torch.nonzero(mask.reshape(-1)).flatten()
-    order = torch.argsort(weight.detach().reshape(-1)[alive].abs().float(), stable=True)
-    new = mask.reshape(-1).clone()
-    new[alive[order[:count]]] = False
-    return new.view_as(mask)
+# --- the target: which weights it is counted over, and whether EGP can reach it ------------------
+
+SPARSITY_OVER = ("prunable", "pruned")
+
+
+def pruned_keep_target(total: int, pruned_total: int, sparsity: float, over: str) -> int:
+    """Weights the pruned layers (the ReLU-feeding convs) keep at the target. `prunable`: the
+    harness's uniform accounting, round((1 − s)·N) survivors over all N prunable weights, of which
+    the N − P that EGP never prunes are all survivors; `pruned`: the EGP paper's, round((1 − s)·P)
+    over the P weights of the layers it prunes. Below 1 the target is unreachable: EGP's halving
+    rounds stop at one weight (round(0.5 · 1) = 0) and never touch the other layers."""
+    if over == "pruned":
+        return keep_count(pruned_total, sparsity)
+    return keep_count(total, sparsity) - (total - pruned_total)
+
+
+def unreachable_reason(total: int, pruned_total: int, sparsity: float, over: str,
+                       where: str = "") -> str | None:
+    """One line saying why EGP cannot reach the target, or None if it can."""
+    keep = pruned_keep_target(total, pruned_total, sparsity, over)
+    if keep >= 1:
+        return None
+    if over == "pruned":
+        return (f"egp cannot reach sparsity {sparsity:g} over the {pruned_total:,} weights of the "
+                f"layers it prunes{where}: none would be left; use a lower sparsity")
+    return (f"egp cannot reach sparsity {sparsity:g} over all {total:,} prunable weights{where}: "
+            f"{total - pruned_total:,} of them are in layers EGP never prunes (shortcut convs, "
+            f"Linear) and only {keep_count(total, sparsity):,} may survive; use "
+            f"egp:sparsity_over=pruned (the EGP paper's accounting) or a lower sparsity")
+
+
+@lru_cache(maxsize=16)
+def _structure(model: str, num_classes: int, channels: int, image_size: int
+               ) -> tuple[int, tuple[str, ...], int]:
+    """(prunable total, the convs EGP prunes, their total) of a freshly built model."""
+    net = build_model(model, num_classes, channels, image_size)
+    pruned = tuple(relu_fed_convs(net, channels, image_size))
+    modules = prunable_modules(net)
+    return (sum(m.weight.numel() for m in modules.values()), pruned,
+            sum(modules[n].weight.numel() for n in pruned))
+
+
+def check_target(config) -> str | None:
+    """The method's precheck (bench.run --dry-run, and every cell before it trains): why the
+    config's target is out of EGP's reach, or None. Builds the model once per shape (on the CPU,
+    about a second for ResNet-18)."""
+    from bench.catalog import DATASETS
+
+    spec = DATASETS.get(config.dataset)
+    total, _, pruned_total = _structure(config.model, spec.num_classes, spec.channels,
+                                        spec.image_size)
+    over = config.option_dict.get("sparsity_over", "prunable")
+    return unreachable_reason(total, pruned_total, config.sparsity, over,
+                              f" of {config.model} on {config.dataset}")
 
 
 # --- the method ----------------------------------------------------------------------------------
 
 
-@register_method("egp", requires_epochs=("dense_epochs", "round_epochs"), options={
+@register_method("egp", requires_epochs=("dense_epochs", "round_epochs"), precheck=check_target,
+                 options={
     "prune_fraction": Option(0.5, check=lambda v: 0.0 < v < 1.0, valid="must be in (0, 1)",
                              help="fraction of the remaining weights of the pruned layers removed "
                                   "per round"),
     "entropy_batches": Option(8, check=lambda v: v >= 0, valid="must be >= 0",
                               help="training batches over which layer entropies are averaged "
                                    "(0: one full pass, as in the original)"),
+    "sparsity_over": Option("prunable", choices=SPARSITY_OVER,
+                            help="count the target over all prunable weights (uniform, the "
+                                 "default) or over the layers EGP prunes (the EGP paper's)"),
 })
 def egp(ctx):
     """EGP: rounds of 50% removal shared by layer entropy x magnitude, retraining after each."""
@@ -214,16 +297,28 @@ def egp(ctx):
         model.load_state_dict(rounds.payload["model"])
     elif get_mask(model) is None:
         attach_mask(model, {})
-    total = sparsity_report(model).prunable_total
-    target = keep_count(total, cfg.sparsity)
-    ctx.extra["egp"] = {"keep_target": target, "target_reached": True,
+    spec = ctx.data.spec
+    pruned = relu_fed_convs(model, spec.channels, spec.image_size)
+    layers = sparsity_report(model).layers
+    total = sum(t for _, t in layers.values())
+    pruned_total = sum(layers[n][1] for n in pruned)
+    over = opts["sparsity_over"]
+    target = pruned_keep_target(total, pruned_total, cfg.sparsity, over)  # in the pruned layers
+    problem = unreachable_reason(total, pruned_total, cfg.sparsity, over)
+    if problem:  # the precheck said so before the dense model; this guards plugin-built models
+        raise UnreachableTarget(problem)
+    if over == "pruned":
+        ctx.accounting = Accounting("pruned", tuple(pruned))
+    ctx.extra["egp"] = {"keep_target": keep_count(total, cfg.sparsity) if over == "prunable"
+                        else target, "pruned_keep_target": target, "pruned_total": pruned_total,
+                        "sparsity_over": over, "target_reached": True,
                         "prune_fraction": opts["prune_fraction"],
                         "entropy_batches": opts["entropy_batches"]}
     modules = dict(model.named_modules())
 
     for rnd in rounds:
-        mask: Mask = get_mask(model)
-        kept = sum(int(m.sum()) for m in mask.values())
+        mask = get_mask(model)
+        kept = sum(int(mask[n].sum()) for n in pruned)
         if kept <= target:
             break
         with ctx.clock(rnd.phase("prune")):
@@ -238,11 +333,8 @@ def egp(ctx):
             budgets = egp_budgets(entropy, mean_abs, remaining, n_remove)
             removed = sum(budgets.values())
             if removed > 0:
-                new_mask = dict(mask)
-                for n, count in budgets.items():
-                    if count:
-                        new_mask[n] = prune_smallest_in_layer(modules[n].weight, mask[n], count)
-                attach_mask(model, new_mask)
+                weights = {n: modules[n].weight.detach().abs() for n in budgets if budgets[n]}
+                attach_mask(model, prune_per_layer(weights, mask, budgets))
         if removed == 0:  # nothing left that EGP may prune: report the sparsity reached
             ctx.extra["egp"]["target_reached"] = False
             ctx.expected_sparsity = None
@@ -253,6 +345,8 @@ def egp(ctx):
         report = sparsity_report(model)
         rnd.save({"model": model.state_dict()},
                  sparsity=report.prunable_sparsity, overall_sparsity=report.overall_sparsity,
+                 pruned_sparsity=1.0 - Accounting("pruned", tuple(pruned)).counts(
+                     report.layers)[0] / max(1, pruned_total),
                  accuracy=test_acc, val_accuracy=result.val_acc[-1] if result.val_acc else None,
                  removed=removed, entropy=entropy, budgets={n: b for n, b in budgets.items() if b},
                  skipped=sorted(n for n in entropy if entropy[n] == 0),

@@ -151,3 +151,34 @@ def test_colt_over_conv_weights_reports_the_sparsity_it_reached(tmp_path):
     conv_kept = sp["prunable_kept"] - info["dense_total"]
     assert conv_kept == round(0.5 * info["conv_total"])
     assert sp["prunable"] < 0.5  # the dense head counts as kept
+
+
+def test_golden_round_removal_intersection_and_last_round_trim():
+    """A round on 8 fixed weights, worked by hand (numbers, not the code's own ranking)."""
+    a = {"x": torch.tensor([0.9, -0.1, 0.5, 0.3]), "y": torch.tensor([0.7, 0.05, -0.4, 1.0])}
+    b = {"x": torch.tensor([0.2, 0.8, -0.6, 0.05]), "y": torch.tensor([0.9, 0.3, 0.1, -0.7])}
+    alive = {"x": torch.ones(4, dtype=torch.bool), "y": torch.ones(4, dtype=torch.bool)}
+    # 25 % of 8 alive: each half removes round(2.0) = 2 by global |w|:
+    # half a's two smallest are y1 (0.05) and x1 (0.1); half b's are x3 (0.05) and y2 (0.1)
+    ticket, mask_a, mask_b = colt_round_mask(a, b, alive, 0.25)
+    assert mask_a["x"].tolist() == [True, False, True, True]
+    assert mask_a["y"].tolist() == [True, False, True, True]
+    assert mask_b["x"].tolist() == [True, True, True, False]
+    assert mask_b["y"].tolist() == [True, True, False, True]
+    assert ticket["x"].tolist() == [True, False, True, False]  # the AND: 4 of 8 survive
+    assert ticket["y"].tolist() == [True, False, False, True]
+    # Last round: keep 5. Removal ranks (0 = first removed) by |w|:
+    #   a: y1 0, x1 1, x3 2, y2 3, x2 4, y0 5, x0 6, y3 7
+    #   b: x3 0, y2 1, x0 2, y1 3, x2 4, y3 5, x1 6, y0 7
+    # (earlier rank, later rank): x3 (0,2), y1 (0,3), y2 (1,3), x1 (1,6), x0 (2,6), x2 (4,4),
+    # y0 (5,7), y3 (5,7); the first 3 go.
+    trimmed, _, _ = colt_round_mask(a, b, alive, 0.25, keep_at_least=5)
+    assert trimmed["x"].tolist() == [True, True, True, False]
+    assert trimmed["y"].tolist() == [True, False, False, True]
+    # 90 %: each half removes round(7.2) = 7 (a keeps y3, b keeps y0), the AND keeps none; so
+    # keep 1: everything up to the tie y0/y3 goes, and of the tie the later weight (y3) first
+    last, _, _ = colt_round_mask(a, b, alive, 0.9, keep_at_least=1)
+    assert last["x"].tolist() == [False] * 4 and last["y"].tolist() == [True, False, False, False]
+    # fraction 0.3 of 8 = 2.4: still 2 per half; 0.32 -> 2.56: 3 per half
+    assert count_kept(colt_round_mask(a, b, alive, 0.3)[1]) == 6
+    assert count_kept(colt_round_mask(a, b, alive, 0.32)[1]) == 5

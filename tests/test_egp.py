@@ -11,8 +11,8 @@ from bench.cell import RunOptions, run_cell
 from bench.config import RunConfig
 from bench.models import BasicBlock, build_model
 from bench.store import ResultStore
-from methods.egp import (ReluEntropy, binary_entropy, egp_budgets, prune_smallest_in_layer,
-                         relu_entropy)
+from bench.masks import prune_per_layer
+from methods.egp import ReluEntropy, binary_entropy, egp_budgets, relu_entropy
 
 
 def h(p: float) -> float:
@@ -117,7 +117,8 @@ def test_budgets_are_capped_and_the_excess_redistributed():
 def test_prune_smallest_in_layer():
     w = torch.tensor([[0.3, -0.1], [2.0, -0.05]])
     mask = torch.tensor([[True, True], [True, False]])
-    assert prune_smallest_in_layer(w, mask, 2).tolist() == [[False, False], [True, False]]
+    pruned = prune_per_layer({"w": w.abs()}, {"w": mask}, {"w": 2})
+    assert pruned["w"].tolist() == [[False, False], [True, False]]
 
 
 def test_egp_rounds_halve_the_pruned_layers_and_hit_the_target(tmp_path):
@@ -139,3 +140,88 @@ def test_egp_rounds_halve_the_pruned_layers_and_hit_the_target(tmp_path):
     assert rounds[0]["removed"] == round(0.5 * conv_total)
     assert {"round1", "round1-prune", "round3"} <= set(record["phases"])
     assert record["phases"]["dense"]["shared"] is True
+
+
+# --- golden numbers ------------------------------------------------------------------------------
+
+
+def test_golden_relu_entropy_of_a_conv_relu_pair_over_two_batches():
+    net = _probe_net()
+    # batch 1: inputs 1, 2, -3, 0, 5 -> channel 0 (x > 0) on 3 of 5, channel 1 (-x > 0) on 1 of 5
+    # H(0.6) = 0.970951 bits, H(0.2) = 0.721928 bits: the batch's value is their mean 0.846439
+    # batch 2: inputs 1, -1 -> both channels p = 0.5: 1 bit.  H_l = (0.846439 + 1) / 2
+    with ReluEntropy(net) as probe:
+        net(torch.tensor([1.0, 2.0, -3.0, 0.0, 5.0]).view(5, 1, 1, 1))
+        net(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
+    assert probe.entropies()["0"] == pytest.approx(0.9232196, abs=1e-6)
+
+
+def test_golden_layer_budgets_softmax_caps_redistribution_and_rounding():
+    entropy = {"a": 0.5, "b": 1.0, "c": 0.8}
+    mean_abs = {"a": 0.2, "b": 0.05, "c": 0.1}
+    # a_l = 0.1, 0.05, 0.08; Σa = 0.23; logits Σa/a_l = 2.3, 4.6, 2.875;
+    # softmax = 0.078423, 0.782208, 0.139368; x 1000 = 78.42, 782.21, 139.37;
+    # floors 78 + 782 + 139 = 999, the one left goes to the largest remainder (a: 0.42)
+    big = {"a": 10_000, "b": 10_000, "c": 10_000}
+    assert egp_budgets(entropy, mean_abs, big, 1000) == {"a": 79, "b": 782, "c": 139}
+    # b holds only 500: capped there; the other 500 over a and c with Σa = 0.18: logits 1.8,
+    # 2.25 -> 0.389361, 0.610639 -> 194.68, 305.32 -> 194 + 305, remainder to a
+    assert egp_budgets(entropy, mean_abs, {**big, "b": 500}, 1000) == {"a": 195, "b": 500,
+                                                                      "c": 305}
+    # ... and c holds only 300: capped too, a takes the remaining 200
+    assert egp_budgets(entropy, mean_abs, {"a": 10_000, "b": 500, "c": 300}, 1000) == \
+        {"a": 200, "b": 500, "c": 300}
+
+
+# --- sparsity accounting ----------------------------------------------------------------------
+
+
+def test_keep_targets_under_both_accountings():
+    from methods.egp import pruned_keep_target, unreachable_reason
+
+    # 1,000 prunable weights, 900 in the layers EGP prunes, 100 it never prunes
+    assert pruned_keep_target(1000, 900, 0.8, "prunable") == 200 - 100
+    assert pruned_keep_target(1000, 900, 0.8, "pruned") == 180
+    assert pruned_keep_target(1000, 900, 0.9, "prunable") == 0  # only the 100 others survive
+    assert unreachable_reason(1000, 900, 0.8, "prunable") is None
+    assert unreachable_reason(1000, 900, 0.95, "pruned") is None  # 45 left in its layers
+    reason = unreachable_reason(1000, 900, 0.95, "prunable")
+    assert "100 of them are in layers EGP never prunes" in reason and "only 50 may" in reason
+    assert "\n" not in reason
+
+
+def _egp_config(sparsity, **options):
+    return RunConfig(method="egp", dataset="synthetic", model="smallcnn", sparsity=sparsity,
+                     dense_epochs=1, round_epochs=1, options=tuple(sorted(options.items())))
+
+
+def test_unreachable_cell_fails_at_its_start_and_the_dry_run_says_so(tmp_path, capsys):
+    from bench.run import main
+
+    # smallcnn: 32,944 prunable weights, its Linear head (256) never pruned; at 99.5 % only 165
+    # may survive
+    record = run_cell(_egp_config(0.995), ResultStore(tmp_path), RunOptions(progress=False))
+    assert record["status"] == "failed"
+    assert record["error"]["type"] == "UnreachableTarget"
+    assert "256 of them are in layers EGP never prunes" in record["error"]["message"]
+    assert record["phases"] == {}  # nothing was trained
+    assert main(["--methods", "egp", "--datasets", "synthetic", "--set", "model=smallcnn",
+                 "--sparsities", "0.9,0.995", "--results", str(tmp_path / "r"),
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if " egp " in line and "s=" in line]
+    assert [("UNREACHABLE" in line) for line in lines] == [False, True]
+    assert "1 cells cannot reach their target" in out
+
+
+def test_egp_over_its_own_layers_hits_that_count_and_reports_both(tmp_path):
+    record = run_cell(_egp_config(0.75, sparsity_over="pruned"), ResultStore(tmp_path),
+                      RunOptions(progress=False))
+    assert record["status"] == "ok", record.get("error", {}).get("traceback")
+    sp = record["sparsity"]
+    assert (sp["target"], sp["over"]) == (0.75, "pruned")
+    assert sp["over_total"] == 32944 - 256  # the four convs, not the head
+    assert sp["over_kept"] == round(0.25 * sp["over_total"])
+    assert sp["prunable"] < 0.75  # the dense head counts as kept over all prunable weights
+    assert len(record["extra"]["rounds"]) == 2  # 50 %, 75 %: the paper's 1 - 0.5^k
+    assert record["extra"]["egp"]["sparsity_over"] == "pruned"

@@ -186,3 +186,16 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch, method):
     b = torch.load(cut.checkpoint_path(cfg.id), weights_only=False)["state_dict"]
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_mask_in_the_payload_is_saved_as_a_plain_dict_of_tensors(tmp_path):
+    from bench.masks import Mask
+
+    ctx = fake_ctx(tmp_path)
+    rounds = resume(ctx)
+    for rnd in rounds:
+        rnd.save({"mask": Mask({"conv": torch.tensor([1, 0, 1])})}, sparsity=1 / 3)
+        break
+    blob = torch.load(tmp_path / STATE_FILE, map_location="cpu", weights_only=True)
+    saved = blob["payload"]["mask"]
+    assert type(saved) is dict and saved["conv"].tolist() == [True, False, True]
