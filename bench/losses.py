@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-KD_NORMS = ("sample", "batch", "none")
+KD_NORMS = ("sample", "sample-pop", "batch", "none")
 SAMPLE_EPS = 1e-7  # std + eps in the per-sample standardisation
 BATCH_EPS = 1e-5  # var + eps in the per-class batch normalisation
 
@@ -22,12 +22,13 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 
 def normalize_logits(z: torch.Tensor, mode: str) -> torch.Tensor:
-    """`sample`: standardise each sample over classes (Sun et al. 2024); `batch`: each class over
-    the batch (LumiNet); `none`: unchanged."""
+    """`sample`: standardise each sample over classes (Sun et al. 2024) with the unbiased std
+    (÷(C−1), as `torch.std` in their code); `sample-pop`: the same with the population std (÷C);
+    `batch`: each class over the batch (LumiNet); `none`: unchanged."""
     z = z.float()
-    if mode == "sample":
+    if mode in ("sample", "sample-pop"):
         mean = z.mean(dim=1, keepdim=True)
-        std = z.std(dim=1, keepdim=True)  # unbiased, as torch.std and the reference code
+        std = z.std(dim=1, keepdim=True, correction=1 if mode == "sample" else 0)
         return (z - mean) / (std + SAMPLE_EPS)
     if mode == "batch":
         mean = z.mean(dim=0, keepdim=True)

@@ -1,11 +1,13 @@
 """The EPSD family (methods/self_distillation.py) and its pruning-at-init scorer
 (bench/saliency.py)."""
+import itertools
 import math
 
 import pytest
 import torch
 from torch import nn
 
+import methods.sd_objectives as sd_objectives
 import methods.self_distillation as sd
 from bench.cache import PhaseCache
 from bench.cell import CellContext, cached_dataset, run_cell
@@ -13,6 +15,7 @@ from bench.config import RunConfig
 from bench.data import Batch
 from bench.masks import MASK_BUFFER, global_topk_mask, keep_count, prunable_modules
 from bench.models import build_model
+from bench.registry import UsageError
 from bench.saliency import meta_gradient_scores, normalize_by_sum
 from bench.store import ResultStore
 from bench.trainer import Hook, Phase, Trainer, ce_objective
@@ -48,7 +51,7 @@ class Spy(Hook):
 
 def test_cskd_pairs_share_labels_and_cover_every_anchor(data):
     labels = data.train.labels
-    sampler = sd.ClassPairSampler(labels, 32)
+    sampler = sd.ClassPairSampler(labels, 16)  # 16 anchors + 16 partners per step
     batches = sampler(0, torch.Generator().manual_seed(0))
     assert len(batches) == math.ceil(len(labels) / 16)
     anchors = []
@@ -63,7 +66,7 @@ def test_cskd_pairs_share_labels_and_cover_every_anchor(data):
 
 def test_cskd_pairs_through_the_loader_and_a_class_of_one():
     labels = torch.tensor([0, 0, 0, 1, 2, 2])
-    sampler = sd.ClassPairSampler(labels, 4)
+    sampler = sd.ClassPairSampler(labels, 2)
     for seed in range(5):
         for b in sampler(0, torch.Generator().manual_seed(seed)):
             a, p = b[:2], b[2:]
@@ -73,7 +76,7 @@ def test_cskd_pairs_through_the_loader_and_a_class_of_one():
 
 
 def test_cskd_batches_from_the_device_loader_pair_labels(data):
-    sampler = sd.ClassPairSampler(data.train.labels, 32)
+    sampler = sd.ClassPairSampler(data.train.labels, 16)
     loader = Trainer(data, progress=False).loader(data.train, 16, train=True, sampler=sampler)
     batches = list(loader)
     assert len(batches) == len(loader)  # the schedule's steps per epoch match the sampler
@@ -95,36 +98,63 @@ class TableWatch(Hook):
         self.unchanged_within_epoch &= torch.equal(self.objective.table, self.at_start[-1])
 
 
+PSKD_BATCH = 40  # 288 synthetic training samples: a ragged last batch of 8
+
+
+def every_sample(data, batch_size=PSKD_BATCH):
+    return sd.EverySampleSampler(len(data.train), batch_size)
+
+
 def test_pskd_table_updates_once_per_epoch_with_last_epoch_predictions(data):
     trainer = Trainer(data, progress=False)
     model = build_model("smallcnn", 4, 3, 8)
     objective = sd.ProgressiveSelfKD(trainer.data.train.labels, 4, alpha_T=0.8)
     watch, spy = TableWatch(objective), Spy()
-    trainer.fit(model, Phase("p", 3, batch_size=32), objective, [watch, spy])
+    assert len(data.train) % PSKD_BATCH != 0  # so a plain loader would drop a ragged last batch
+    trainer.fit(model, Phase("p", 3, batch_size=PSKD_BATCH), objective, [watch, spy],
+                sampler=every_sample(data))
     assert watch.unchanged_within_epoch
     assert torch.equal(watch.at_start[0], torch.nn.functional.one_hot(data.train.labels, 4).float())
     assert objective.alpha_history == pytest.approx([0.8 / 3, 0.8 * 2 / 3, 0.8])
-    for epoch in range(3):  # the table after epoch e holds epoch e's softmax for the samples seen
+    assert len(spy.steps) == 3 * math.ceil(len(data.train) / PSKD_BATCH)
+    for epoch in range(3):  # the table after epoch e holds epoch e's last softmax of every sample
         after = watch.at_start[epoch + 1] if epoch < 2 else objective.table
+        latest = {}
         for e, idx, _, logits in spy.steps:
             if e == epoch:
-                assert torch.allclose(after[idx], torch.softmax(logits, 1))
-        seen = torch.cat([idx for e, idx, _, _ in spy.steps if e == epoch])
-        unseen = torch.ones(len(after), dtype=torch.bool)
-        unseen[seen] = False  # the loader drops a ragged last batch: those keep the old entry
-        before = watch.at_start[epoch]
-        assert torch.equal(after[unseen], before[unseen])
+                latest.update(zip(idx.tolist(), torch.softmax(logits, 1)))
+        assert sorted(latest) == list(range(len(data.train)))  # no sample skipped
+        assert torch.allclose(after, torch.stack([latest[i] for i in range(len(after))]))
+        assert not torch.equal(after, watch.at_start[epoch])
+
+
+def test_pskd_refuses_an_epoch_that_skipped_samples(data):
+    trainer = Trainer(data, progress=False)
+    objective = sd.ProgressiveSelfKD(trainer.data.train.labels, 4)
+    missed = len(data.train) % PSKD_BATCH  # the plain loader drops the ragged last batch
+    with pytest.raises(RuntimeError, match=f"left {missed} of {len(data.train)} samples out"):
+        trainer.fit(build_model("smallcnn", 4, 3, 8), Phase("p", 1, batch_size=PSKD_BATCH),
+                    objective)
+
+
+def test_every_sample_sampler_covers_each_sample_in_full_batches():
+    batches = sd.EverySampleSampler(70, 16)(0, torch.Generator().manual_seed(0))
+    assert [len(b) for b in batches] == [16] * 5  # ⌈70/16⌉ steps, the last filled up
+    assert set(torch.cat(batches).tolist()) == set(range(70))
 
 
 def test_pskd_targets_read_the_previous_epoch(data, monkeypatch):
     used = []
-    real = sd.pskd_loss
-    monkeypatch.setattr(sd, "pskd_loss", lambda z, y, prev, a: used.append((prev.clone(), a))
-                        or real(z, y, prev, a))
+    real = sd_objectives.pskd_loss
+    monkeypatch.setattr(sd_objectives, "pskd_loss",
+                        lambda z, y, prev, a: used.append((prev.clone(), a)) or real(z, y, prev, a))
     trainer = Trainer(data, progress=False)
     objective = sd.ProgressiveSelfKD(trainer.data.train.labels, 4, alpha_T=0.5)
     spy = Spy()
-    trainer.fit(build_model("smallcnn", 4, 3, 8), Phase("p", 2, batch_size=32), objective, [spy])
+    trainer.fit(build_model("smallcnn", 4, 3, 8), Phase("p", 2, batch_size=PSKD_BATCH), objective,
+                [spy], sampler=every_sample(data))
+    assert len(spy.steps) == 2 * math.ceil(len(data.train) / PSKD_BATCH)
+    assert len(used) == len(spy.steps)  # every step went through PS-KD's loss
     last = {}
     for e, idx, _, logits in spy.steps:
         if e == 0:
@@ -149,11 +179,12 @@ def test_pskd_table_survives_a_resumed_phase(data, tmp_path):
     first = sd.ProgressiveSelfKD(trainer.data.train.labels, 4)
     model = build_model("smallcnn", 4, 3, 8)
     with pytest.raises(KeyboardInterrupt):
-        trainer.fit(model, Phase("p", 2, batch_size=32), first, [StopAt()], checkpoint=ckpt)
+        trainer.fit(model, Phase("p", 2, batch_size=PSKD_BATCH), first, [StopAt()], checkpoint=ckpt,
+                    sampler=every_sample(data))
     second = sd.ProgressiveSelfKD(trainer.data.train.labels, 4)
     watch = TableWatch(second)
-    trainer.fit(build_model("smallcnn", 4, 3, 8), Phase("p", 2, batch_size=32), second, [watch],
-                checkpoint=ckpt)
+    trainer.fit(build_model("smallcnn", 4, 3, 8), Phase("p", 2, batch_size=PSKD_BATCH), second,
+                [watch], checkpoint=ckpt, sampler=every_sample(data))
     assert torch.equal(watch.at_start[0], first.table)
     assert second.alpha_history == pytest.approx([0.8])
 
@@ -162,7 +193,7 @@ def test_pskd_table_survives_a_resumed_phase(data, tmp_path):
 
 
 def test_dlb_sampler_repeats_the_previous_fresh_half():
-    batches = sd.LastBatchSampler(100, 32)(0, torch.Generator().manual_seed(0))
+    batches = sd.LastBatchSampler(100, 16)(0, torch.Generator().manual_seed(0))
     assert len(batches) == math.ceil(100 / 16) and len(batches[0]) == 16
     for prev, cur in zip(batches, batches[1:]):
         assert len(cur) == 32 and torch.equal(cur[16:], prev[:16])
@@ -171,11 +202,11 @@ def test_dlb_sampler_repeats_the_previous_fresh_half():
 
 def test_dlb_soft_targets_are_the_previous_steps_logits(data, monkeypatch):
     targets = []
-    real = sd.dlb_loss
-    monkeypatch.setattr(sd, "dlb_loss", lambda z, y, prev, **kw: targets.append(prev.clone())
-                        or real(z, y, prev, **kw))
+    real = sd_objectives.dlb_loss
+    monkeypatch.setattr(sd_objectives, "dlb_loss", lambda z, y, prev, **kw:
+                        targets.append(prev.clone()) or real(z, y, prev, **kw))
     trainer = Trainer(data, progress=False)
-    sampler = sd.LastBatchSampler(len(data.train), 32)
+    sampler = sd.LastBatchSampler(len(data.train), 16)
     objective = sd.LastBatchSelfKD(16)
     spy = Spy()
     trainer.fit(build_model("smallcnn", 4, 3, 8), Phase("p", 2, batch_size=16), objective,
@@ -190,6 +221,81 @@ def test_dlb_soft_targets_are_the_previous_steps_logits(data, monkeypatch):
             continue
         assert torch.equal(idx1[16:], idx0[:16])
         assert torch.equal(next(used), z0[:16])
+
+
+@pytest.mark.parametrize("family", ["cskd", "dlb"])
+@pytest.mark.parametrize("counts,new,size", [("new", 16, 32), ("total", 8, 16)])
+def test_batch_size_counts_new_samples_per_step_by_default(data, tmp_path, family, counts, new,
+                                                           size):
+    options = () if counts == "new" else (("batch_counts", counts),)
+    ctx = make_ctx(data, tmp_path, f"{family}-simple", batch_size=16, options=options)
+    recipe = RECIPES[family](ctx)
+    batches = recipe.sampler(0, torch.Generator().manual_seed(0))
+    assert recipe.new_samples_per_step == new
+    assert len(batches) == math.ceil(len(data.train) / new)
+    assert {len(b) for b in batches[1:]} == {size}
+
+
+def test_batch_counts_total_needs_two_samples(data, tmp_path):
+    ctx = make_ctx(data, tmp_path, "dlb-simple", batch_size=1, options=(("batch_counts", "total"),))
+    with pytest.raises(UsageError, match="batch_size=1 is too small for batch_counts=total"):
+        sd.dlb_recipe(ctx)
+
+
+# --- the objectives on fixed logits, against the formulas in plain Python ------------------
+
+
+def _softmax(row, t=1.0):
+    e = [math.exp(v / t) for v in row]
+    return [v / sum(e) for v in e]
+
+
+def _kl(p, q):
+    return sum(a * math.log(a / b) for a, b in zip(p, q))
+
+
+def _ce(row, y):
+    return -math.log(_softmax(row)[y])
+
+
+def fixed_batch(rows, labels):
+    """A batch whose 'images' are the logits themselves (the model is the identity)."""
+    return Batch(torch.tensor(rows), torch.tensor(labels), torch.arange(len(rows)))
+
+
+def test_cskd_objective_golden():
+    anchors, partners = [[1.0, 0.0, 2.0], [0.5, 1.5, -1.0]], [[0.0, 1.0, 1.0], [2.0, 2.0, 0.0]]
+    labels = [2, 1]
+    loss, logits = sd.ClassWiseSelfKD(temperature=4.0, lam=1.0)(
+        lambda x: x, fixed_batch(anchors + partners, labels + labels))
+    want = sum(_ce(a, y) for a, y in zip(anchors, labels)) / 2 + 16 * sum(
+        _kl(_softmax(p, 4.0), _softmax(a, 4.0)) for a, p in zip(anchors, partners)) / 2
+    assert loss.item() == pytest.approx(want, rel=1e-6)
+
+
+def test_dlb_objective_golden_over_a_chain_of_two_steps():
+    objective = sd.LastBatchSelfKD(fresh=2, tau=3.0, alpha=1.0)
+    first = [[1.0, 0.0, 0.0], [0.0, 2.0, 1.0]]
+    loss0, _ = objective(lambda x: x, fixed_batch(first, [0, 1]))
+    assert loss0.item() == pytest.approx((_ce(first[0], 0) + _ce(first[1], 1)) / 2, rel=1e-6)
+    fresh, repeat = [[0.5, 0.5, 2.0], [1.0, -1.0, 0.0]], [[2.0, 0.0, 0.0], [0.0, 1.0, 3.0]]
+    loss1, _ = objective(lambda x: x, fixed_batch(fresh + repeat, [2, 0, 0, 1]))
+    want = sum(_ce(z, y) for z, y in zip(fresh + repeat, [2, 0, 0, 1])) / 4 + 9 * sum(
+        _kl(_softmax(p, 3.0), _softmax(z, 3.0)) for z, p in zip(repeat, first)) / 2
+    assert loss1.item() == pytest.approx(want, rel=1e-6)
+
+
+def test_pskd_objective_golden_reads_the_table():
+    objective = sd.ProgressiveSelfKD(torch.tensor([0, 1]), 3, alpha_T=0.6)
+    objective.table = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
+    objective.alpha = 0.6
+    rows = [[1.0, 2.0, 0.0], [0.0, 0.5, 0.5]]
+    loss, _ = objective(lambda x: x, fixed_batch(rows, [0, 1]))
+    want = 0.0
+    for z, y, p in zip(rows, [0, 1], objective.table.tolist()):
+        target = [0.4 * (c == y) + 0.6 * p[c] for c in range(3)]
+        want -= sum(t * math.log(q) for t, q in zip(target, _softmax(z))) / 2
+    assert loss.item() == pytest.approx(want, rel=1e-6)
 
 
 # --- the pruning-at-initialisation scorer -----------------------------------------------------
@@ -223,7 +329,8 @@ def test_zero_inner_steps_is_weight_times_gradient():
         assert torch.allclose(scores[name], (module.weight * module.weight.grad).abs(), atol=1e-7)
 
 
-def test_meta_gradient_matches_finite_differences_through_the_inner_steps():
+@pytest.mark.parametrize("meta_grad", ["official", "paper"])
+def test_meta_gradient_matches_finite_differences_through_the_inner_steps(meta_grad):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
     batches = [Batch(torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64),
@@ -234,29 +341,89 @@ def test_meta_gradient_matches_finite_differences_through_the_inner_steps():
         return ((out - batch.y) ** 2).mean(), out
 
     lr, mom = 0.3, 0.9
-    scores = meta_gradient_scores(model, mse, batches, lr=lr, momentum=mom)
+    scores = meta_gradient_scores(model, mse, batches, lr=lr, momentum=mom, meta_grad=meta_grad)
 
-    def unrolled(mask):  # the same trajectory written out, without any graph to m
+    def trajectory(mask, first_grad=None):  # the same steps written out, without any graph to m
         params = {k: p.detach().clone() for k, p in model.named_parameters()}
         params["0.weight"] = params["0.weight"] * mask
-        vel = {}
-        for batch in batches[:-1]:
+        vel, grads0 = {}, None
+        for step, batch in enumerate(batches[:-1]):
             ps = {k: v.requires_grad_(True) for k, v in params.items()}
             loss, _ = mse(lambda x: torch.func.functional_call(model, ps, (x,)), batch)
             grads = dict(zip(ps, torch.autograd.grad(loss, list(ps.values()))))
+            if step == 0:
+                grads0 = grads
+                if first_grad is not None:  # official: g_0 is the constant taken at m = 1
+                    grads = first_grad
             for k in params:
                 vel[k] = grads[k] if k not in vel else mom * vel[k] + grads[k]
                 params[k] = (ps[k] - lr * vel[k]).detach()
         loss, _ = mse(lambda x: torch.func.functional_call(model, params, (x,)), batches[-1])
-        return loss.item()
+        return loss.item(), grads0
 
+    ones = torch.ones(4, 3, dtype=torch.float64)
+    first = trajectory(ones)[1] if meta_grad == "official" else None
     eps = 1e-6
+    fds = []
     for i, j in [(0, 0), (1, 2), (3, 1)]:
-        plus, minus = torch.ones(4, 3, dtype=torch.float64), torch.ones(4, 3, dtype=torch.float64)
+        plus, minus = ones.clone(), ones.clone()
         plus[i, j] += eps
         minus[i, j] -= eps
-        fd = (unrolled(plus) - unrolled(minus)) / (2 * eps)
+        fd = (trajectory(plus, first)[0] - trajectory(minus, first)[0]) / (2 * eps)
+        fds.append(fd)
         assert scores["0"][i, j].item() == pytest.approx(abs(fd), rel=1e-5, abs=1e-9)
+    other = meta_gradient_scores(model, mse, batches, lr=lr, momentum=mom,
+                                 meta_grad="paper" if meta_grad == "official" else "official")
+    assert not torch.allclose(scores["0"], other["0"], rtol=1e-3)  # the two forms differ here
+
+
+def test_meta_gradient_golden_one_step_by_hand():
+    """k = 1 on a bias-free linear model with MSE, written out in plain Python: w1 = w0 − η g0,
+    g(w; X, t) = 2/n Σ (w·x − t) x, H = 2/n Σ x xᵀ. official: |w0 ⊙ g(w1; B1)|;
+    paper: |w0 ⊙ (I − η H0) g(w1; B1)|."""
+    w0 = [0.5, -1.0, 2.0]
+    x0, t0 = [[1.0, 0.0, 2.0], [0.5, -1.0, 1.0]], [1.0, -2.0]
+    x1, t1 = [[2.0, 1.0, -1.0], [0.0, 1.0, 1.0]], [0.5, 1.5]
+    lr = 0.1
+
+    def grad(w, xs, ts):
+        out = [0.0] * 3
+        for x, t in zip(xs, ts):
+            r = sum(a * b for a, b in zip(w, x)) - t
+            for c in range(3):
+                out[c] += 2 * r * x[c] / len(xs)
+        return out
+
+    g0 = grad(w0, x0, t0)
+    w1 = [w - lr * g for w, g in zip(w0, g0)]
+    g1 = grad(w1, x1, t1)
+    hessian = [[sum(2 * x[a] * x[b] for x in x0) / 2 for b in range(3)] for a in range(3)]
+    through = [g1[a] - lr * sum(hessian[a][b] * g1[b] for b in range(3)) for a in range(3)]
+    want = {"official": [abs(w * g) for w, g in zip(w0, g1)],
+            "paper": [abs(w * g) for w, g in zip(w0, through)]}
+
+    model = nn.Linear(3, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([w0], dtype=torch.float64))
+
+    def mse(forward, batch):
+        out = forward(batch.x).squeeze(1)
+        return ((out - batch.y) ** 2).mean(), out
+
+    batches = [Batch(torch.tensor(x, dtype=torch.float64), torch.tensor(t, dtype=torch.float64),
+                     torch.arange(2)) for x, t in ((x0, t0), (x1, t1))]
+    for form, expected in want.items():
+        got = meta_gradient_scores(model, mse, batches, lr=lr, momentum=0.9, meta_grad=form)
+        assert got[""][0].tolist() == pytest.approx(expected, rel=1e-12)
+    assert want["official"] != pytest.approx(want["paper"])
+    # without momentum ProsPr's code keeps g0's graph: both forms are the paper's
+    no_mom = meta_gradient_scores(model, mse, batches, lr=lr, momentum=0.0, meta_grad="official")
+    assert no_mom[""][0].tolist() == pytest.approx(want["paper"], rel=1e-12)
+
+
+def test_meta_grad_form_is_validated():
+    with pytest.raises(ValueError, match="valid: official, paper"):
+        meta_gradient_scores(nn.Linear(2, 2), ce_objective, tiny_batches(1), meta_grad="maml")
 
 
 def test_normalize_by_sum_keeps_the_ranking():
@@ -312,11 +479,25 @@ def test_each_method_runs_a_cell_with_the_exact_count(tmp_path, tiny, method):
 
 
 def test_options_are_validated_and_named_in_the_label():
-    from bench.registry import UsageError
-
     cfg = RunConfig(method="dlb-epsd", options=(("tau", 2), ("k", 1)))
     assert cfg.label == "dlb-epsd[k=1,tau=2.0]"
-    with pytest.raises(UsageError):
+    assert RunConfig(method="cskd-epsd", options=(("meta_grad", "paper"),)).label == \
+        "cskd-epsd[meta_grad=paper]"
+    with pytest.raises(UsageError, match="alpha_T=1.5 is invalid"):
         RunConfig(method="pskd-simple", options=(("alpha_T", 1.5),))
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="unknown option 'tau' for method 'cskd-simple'"):
         RunConfig(method="cskd-simple", options=(("tau", 3.0),))
+    with pytest.raises(UsageError, match="batch_counts='half' is invalid; valid: new, total"):
+        RunConfig(method="dlb-simple", options=(("batch_counts", "half"),))
+    with pytest.raises(UsageError, match="unknown option 'batch_counts' for method 'pskd-epsd'"):
+        RunConfig(method="pskd-epsd", options=(("batch_counts", "total"),))
+
+
+def test_the_six_registrations_come_from_the_family_table():
+    from bench.catalog import METHODS
+
+    for family, criterion in itertools.product(("cskd", "pskd", "dlb"), ("simple", "epsd")):
+        method = METHODS.get(f"{family}-{criterion}")
+        assert set(sd.CRITERION_OPTIONS) <= set(method.options)
+        assert set(sd.FAMILIES[family].options) <= set(method.options)
+        assert sd.FAMILIES[family].title in method.description
