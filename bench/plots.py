@@ -199,13 +199,13 @@ def radar(summary: "pd.DataFrame", dataset: str, levels: Sequence[float] = RADAR
 def cd_diagram(ranks: "pd.Series", nemenyi: "pd.DataFrame", cd: float,
                alpha: float = 0.05) -> "Figure":
     """Demšar's critical-difference diagram, drawn by scikit-posthocs: average ranks on the axis
-    (1 = best, at the left), a bar joining rows whose Nemenyi p >= alpha, and the CD as a
-    scale segment above the axis."""
+    (1 = best, at the left) and a bar joining rows whose Nemenyi p >= alpha. The CD goes in the
+    title: the library's own CD segment is drawn over the rank tick labels."""
     import scikit_posthocs as sp
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 0.6 + 0.35 * len(ranks)), dpi=120)
-    sp.critical_difference_diagram(ranks, nemenyi, ax=ax, alpha=alpha, cd=cd,
+    sp.critical_difference_diagram(ranks, nemenyi, ax=ax, alpha=alpha,
                                    label_fmt_left="{label} ({rank:.2f})",
                                    label_fmt_right="({rank:.2f}) {label}")
     ax.set_title(f"average rank (Nemenyi, α = {alpha:g}; CD = {cd:.2f})", fontsize=9)

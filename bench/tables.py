@@ -110,8 +110,7 @@ def summarize(merged: pd.DataFrame, by: Sequence[str] = ("dataset", "row", "spar
                                      "missing", "corrupt", "error", "empty_layers",
                                      "sparsity_overall", "off_target", "off_mean", "off_std",
                                      "off_reached", "precision", *COST_COLUMNS, "text"])
-    if "off_target" not in merged:
-        merged = merged.assign(off_target=off_target(merged))
+    merged = merged.assign(off_target=off_target(merged))
     for key, group in merged.groupby(list(by), sort=False):
         key = key if isinstance(key, tuple) else (key,)
         done = group[group["status"] == "ok"]
@@ -171,7 +170,8 @@ def cell_text(s: dict, bold: bool = False, style: str = "plain") -> str:
             f"; CI {s['ci_low']:.2f}{'--' if style == 'latex' else '–'}{s['ci_high']:.2f}"
         parts += [_bold(number, style) if bold else number, f"(n={s['n']}{interval})"]
         if s.get("mark"):
-            parts.append(_escape(str(s["mark"]), style))
+            parts.append(LATEX_MARKS.get(s["mark"], s["mark"]) if style == "latex"
+                         else _escape(str(s["mark"]), style))
     kinds = [(k, int(s[k])) for k in NOT_OK if s[k]]
     off = int(s.get("off_target") or 0)
     single = not s["n"] and len(kinds) + bool(off) == 1 and (off or kinds[0][1]) == 1
@@ -203,6 +203,9 @@ LATEX_SPECIAL = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", 
                  "#": r"\#", "_": r"\_", "%": r"\%", "~": r"\textasciitilde{}",
                  "^": r"\textasciicircum{}", "|": r"\textbar{}", "<": r"\textless{}",
                  ">": r"\textgreater{}", "±": r"$\pm$"}
+
+
+LATEX_MARKS = {"↑": r"$\uparrow$", "↓": r"$\downarrow$", "≈": r"$\approx$"}  # bench.stats marks
 
 
 def _escape(text: str, style: str) -> str:
