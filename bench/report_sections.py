@@ -100,7 +100,8 @@ def _precision_warning(data: ReportData, dataset: str) -> Paragraph | None:
     rows = "; ".join(f"{row}: {', '.join(sorted(set(ps)))}" for row, ps in per_row)
     return Paragraph(f"MIXED PRECISION: the ok cells of {dataset} ran at {' and '.join(kinds)}, "
                      "so this table compares numbers of different arithmetic; every cell is "
-                     f"tagged with the precision its seeds ran at. Rows: {rows}.")
+                     f"tagged with the precision its seeds ran at, and its marks and ranks "
+                     f"compare across precisions too. Rows: {rows}.")
 
 
 def _off_target_note(data: ReportData, dataset: str) -> Paragraph | None:
