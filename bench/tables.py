@@ -139,7 +139,7 @@ def summarize(merged: pd.DataFrame, by: Sequence[str] = ("dataset", "row", "spar
 
 def precisions(frame: pd.DataFrame) -> str:
     """The precisions of these ok seeds, "fp32" where a record predates the field:
-    "bf16", or "fp32 ×2, bf16 ×1" when they differ."""
+    "bf16", or "bf16 ×1, fp32 ×2" when they differ."""
     if frame.empty:
         return ""
     values = [p if isinstance(p, str) and p else "fp32"
