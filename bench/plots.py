@@ -1,5 +1,5 @@
 """Figures of the report, one per dataset: accuracy against sparsity, against compression and
-multiply-accumulates, and radar plots.
+multiply-accumulates, and radar plots; and one critical-difference diagram over all settings.
 
 Each takes the summary frame of bench.tables.summarize (one row per dataset x row x sparsity, with
 `n`, `mean`, `std` in %) and returns a matplotlib Figure with exactly one Line2D per method row (per
@@ -34,15 +34,25 @@ def _palette(n: int) -> list:
     return sns.color_palette("tab10" if n <= 10 else "husl", n)
 
 
+CI_FROM_N = 3  # as the tables: a 95 % t interval of two seeds spans ±9 std and hides the rest
+
+
 def _series(df: "pd.DataFrame", row: str, sparsities: Sequence[float]) -> tuple[list, list]:
-    """Mean and std (%) of `row` at each sparsity; NaN where no seed is ok."""
-    means, stds = [], []
+    """Mean (%) of `row` at each sparsity and its 95 % interval (lo, hi) where n >= CI_FROM_N;
+    NaN where no seed is ok or the interval is not drawn."""
+    means, intervals = [], []
     for s in sparsities:
         hit = df[(df["row"] == row) & (df["sparsity"] == s)]
         ok = hit[hit["n"] > 0]
         means.append(float(ok["mean"].iloc[0]) if len(ok) else math.nan)
-        stds.append(float(ok["std"].iloc[0]) if len(ok) and ok["n"].iloc[0] > 1 else math.nan)
-    return means, stds
+        intervals.append(_interval(ok.iloc[0]) if len(ok) else (math.nan, math.nan))
+    return means, intervals
+
+
+def _interval(group) -> tuple[float, float]:
+    if group["n"] < CI_FROM_N or "ci_low" not in group or group["ci_low"] is None:
+        return math.nan, math.nan
+    return float(group["ci_low"]), float(group["ci_high"])
 
 
 def _forward(x):
@@ -59,7 +69,7 @@ def _inverse(y):
 
 def accuracy_curves(summary: "pd.DataFrame", dataset: str, title: str | None = None) -> "Figure":
     """Test accuracy (%) against sparsity (%) of `dataset`: one line per method row (markers at
-    the means), a band and bars of ± one standard deviation over seeds where there are two or more.
+    the means), a band and bars of the 95 % t interval over seeds where there are three or more.
     The x axis is spaced by -log10(1 - sparsity), so 90 %, 98 % and 99 % stay apart."""
     import seaborn as sns
 
@@ -71,10 +81,10 @@ def accuracy_curves(summary: "pd.DataFrame", dataset: str, title: str | None = N
     with sns.axes_style("whitegrid"):
         fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
         for row, color in zip(rows, _palette(len(rows))):
-            means, stds = _series(df, row, sparsities)
+            means, intervals = _series(df, row, sparsities)
             ax.plot(xs, means, marker="o", markersize=4, linewidth=1.6, color=color, label=row)
-            lo = [m - s if not math.isnan(s) else math.nan for m, s in zip(means, stds)]
-            hi = [m + s if not math.isnan(s) else math.nan for m, s in zip(means, stds)]
+            lo = [i[0] for i in intervals]
+            hi = [i[1] for i in intervals]
             if any(not math.isnan(v) for v in lo):
                 ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
                 # a band needs two neighbours; a bar shows the spread at every point as well
@@ -84,7 +94,7 @@ def accuracy_curves(summary: "pd.DataFrame", dataset: str, title: str | None = N
         ax.set_xticklabels([f"{x:g}" for x in xs], rotation=45 if len(xs) > 6 else 0)
         ax.set_xlabel("sparsity of prunable weights (%)")
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(title or f"{dataset}: accuracy vs sparsity (mean ± std over seeds)")
+        ax.set_title(title or f"{dataset}: accuracy vs sparsity (mean, 95 % CI where n ≥ 3)")
         if rows:
             ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
         fig.tight_layout()
@@ -94,7 +104,8 @@ def accuracy_curves(summary: "pd.DataFrame", dataset: str, title: str | None = N
 def cost_curves(summary: "pd.DataFrame", dataset: str) -> "Figure | None":
     """Test accuracy (%) against the compression ratio (dense size / non-zero parameters) and
     against the sparse multiply-accumulates per image, both on log axes: one line per method row
-    in each panel, ordered by sparsity. None when no record carries the cost accounting."""
+    in each panel, ordered by sparsity, with bars of the 95 % t interval of the accuracy where
+    n >= 3. None when no record carries the cost accounting."""
     import seaborn as sns
 
     df = summary[summary["dataset"] == dataset]
@@ -110,6 +121,15 @@ def cost_curves(summary: "pd.DataFrame", dataset: str) -> "Figure | None":
                       linewidth=1.6, color=color, label=row)
             right.plot(points["macs_sparse"] / 1e6, points["mean"], marker="o", markersize=4,
                        linewidth=1.6, color=color, label=row)
+            bars = [(x, m, _interval(p)) for x, m, p in zip(
+                points["compression_ratio"], points["macs_sparse"] / 1e6,
+                (points.iloc[i] for i in range(len(points))))]
+            shown = [(c, m, lo, hi) for c, m, (lo, hi) in bars if not math.isnan(lo)]
+            if shown:  # bars, not caps: caps would be extra Line2D per panel
+                left.vlines([b[0] for b in shown], [b[2] for b in shown], [b[3] for b in shown],
+                            color=color, alpha=0.6, linewidth=1.2)
+                right.vlines([b[1] for b in shown], [b[2] for b in shown], [b[3] for b in shown],
+                             color=color, alpha=0.6, linewidth=1.2)
         for ax in (left, right):
             _plain_log_axis(ax)
         left.set_xlabel("compression ratio (all parameters / non-zero), log")
@@ -118,7 +138,8 @@ def cost_curves(summary: "pd.DataFrame", dataset: str) -> "Figure | None":
         dense = df["macs_dense"].dropna()
         note = f" (dense {dense.iloc[0] / 1e6:,.1f})" if len(dense) else ""
         right.set_xlabel(f"sparse multiply-accumulates per image, millions{note}, log")
-        fig.suptitle(f"{dataset}: accuracy against compression and compute (mean over seeds)")
+        fig.suptitle(f"{dataset}: accuracy against compression and compute "
+                     "(mean over seeds, 95 % CI where n ≥ 3)")
         if rows:
             right.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
         fig.tight_layout()
@@ -172,6 +193,23 @@ def radar(summary: "pd.DataFrame", dataset: str, levels: Sequence[float] = RADAR
         if rows:
             ax.legend(loc="upper left", bbox_to_anchor=(1.08, 1.0), fontsize=8, frameon=False)
         fig.tight_layout()
+    return fig
+
+
+def cd_diagram(ranks: "pd.Series", nemenyi: "pd.DataFrame", cd: float,
+               alpha: float = 0.05) -> "Figure":
+    """Demšar's critical-difference diagram, drawn by scikit-posthocs: average ranks on the axis
+    (1 = best, at the left) and a bar joining rows whose Nemenyi p >= alpha. The CD goes in the
+    title: the library's own CD segment is drawn over the rank tick labels."""
+    import scikit_posthocs as sp
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 0.6 + 0.35 * len(ranks)), dpi=120)
+    sp.critical_difference_diagram(ranks, nemenyi, ax=ax, alpha=alpha,
+                                   label_fmt_left="{label} ({rank:.2f})",
+                                   label_fmt_right="({rank:.2f}) {label}")
+    ax.set_title(f"average rank (Nemenyi, α = {alpha:g}; CD = {cd:.2f})", fontsize=9)
+    fig.tight_layout()
     return fig
 
 

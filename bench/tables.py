@@ -17,6 +17,8 @@ from bench.config import RunConfig
 from bench.console import first_line
 
 NOT_OK = ("failed", "missing", "corrupt")
+OFF_TARGET_PP = 0.1  # an ok seed whose prunable sparsity misses its target by more is off target
+CI_FROM_N = 3  # tables print the 95 % interval from this many seeds on (at n = 2 it is ±9 std)
 COST_COLUMNS = ("compression_ratio", "macs_dense", "macs_sparse")
 STYLES = ("plain", "markdown", "latex", "html")
 
@@ -35,15 +37,28 @@ def merge_status(expected: pd.DataFrame, records: pd.DataFrame,
     """The expected cells with their record's status and numbers; `corrupt_ids` (record files that
     did not load) are marked corrupt instead of missing."""
     cols = ["id", "status", "test_acc", "sparsity_overall", "sparsity_prunable", "seconds",
-            "seconds_cell", "seconds_shared", "empty_layers", "error", *COST_COLUMNS]
+            "seconds_cell", "seconds_shared", "empty_layers", "error", "precision",
+            *COST_COLUMNS]
     if records.empty:
         records = pd.DataFrame(columns=cols)
     merged = expected.merge(records[[c for c in cols if c in records]], on="id", how="left")
     corrupt = merged["id"].isin(set(corrupt_ids)) & merged["status"].isna()
     merged.loc[corrupt, "status"] = "corrupt"
     merged["status"] = merged["status"].fillna("missing")
+    merged["off_target"] = off_target(merged)
     merged["row"] = row_labels(merged)
     return merged
+
+
+def off_target(merged: pd.DataFrame) -> pd.Series:
+    """True for an ok cell whose achieved sparsity over prunable weights misses the grid's target
+    by more than OFF_TARGET_PP points, whatever the method: its accuracy is not an accuracy at
+    that target. Records without the achieved sparsity count as on target (nothing to check)."""
+    if merged.empty or "sparsity_prunable" not in merged:
+        return pd.Series(False, index=merged.index, dtype=bool)
+    reached = pd.to_numeric(merged["sparsity_prunable"], errors="coerce")
+    miss = (reached - merged["sparsity"].astype(float)).abs() * 100.0 > OFF_TARGET_PP
+    return (merged["status"] == "ok") & reached.notna() & miss
 
 
 def row_labels(merged: pd.DataFrame) -> pd.Series:
@@ -76,23 +91,37 @@ def fmt_mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> 
 
 def summarize(merged: pd.DataFrame, by: Sequence[str] = ("dataset", "row", "sparsity")
               ) -> pd.DataFrame:
-    """One row per group (default: dataset x table row x sparsity): accuracy mean/std in % over
-    the ok seeds, their count, the counts of failed/missing/corrupt seeds, the first failure's
-    first line, how many ok seeds have an empty layer, the mean overall sparsity reached, and the
-    text that tables print. Cost columns (compression ratio, multiply-accumulates per image) are
-    means over the ok seeds, NaN where records predate them."""
+    """One row per group (default: dataset x table row x sparsity): accuracy mean/std/95 % t
+    interval in % over the ok seeds that reached their target sparsity, their count, the counts of
+    failed/missing/corrupt seeds, the first failure's first line, how many ok seeds have an empty
+    layer, the mean overall sparsity reached, the off-target seeds apart (count, mean accuracy,
+    mean sparsity reached in %), the precisions the ok seeds ran at, and the text that tables
+    print. Cost columns (compression ratio, multiply-accumulates per image) are means over the
+    on-target ok seeds, NaN where records predate them."""
+    from bench.stats import t_interval
+
     rows = []
     if merged.empty:
-        return pd.DataFrame(columns=[*by, "n", "mean", "std", "failed", "missing", "corrupt",
-                                     "error", "empty_layers", "sparsity_overall", *COST_COLUMNS,
-                                     "text"])
+        return pd.DataFrame(columns=[*by, "n", "mean", "std", "ci_low", "ci_high", "failed",
+                                     "missing", "corrupt", "error", "empty_layers",
+                                     "sparsity_overall", "off_target", "off_mean", "off_std",
+                                     "off_reached", "precision", *COST_COLUMNS, "text"])
+    merged = merged.assign(off_target=off_target(merged))
     for key, group in merged.groupby(list(by), sort=False):
         key = key if isinstance(key, tuple) else (key,)
-        ok = group[group["status"] == "ok"]
+        done = group[group["status"] == "ok"]
+        off = done[done["off_target"].astype(bool)]
+        ok = done[~done["off_target"].astype(bool)]
         accs = [float(v) * 100.0 for v in ok["test_acc"]]
         mean, std = mean_std(accs) if accs else (math.nan, math.nan)
+        ci_low, ci_high = t_interval(accs)
+        off_accs = [float(v) * 100.0 for v in off["test_acc"]]
+        off_mean, off_std = mean_std(off_accs) if off_accs else (math.nan, math.nan)
         failed = group[group["status"] == "failed"]
-        row = dict(zip(by, key), n=len(accs), mean=mean, std=std, failed=len(failed),
+        row = dict(zip(by, key), n=len(accs), mean=mean, std=std, ci_low=ci_low,
+                   ci_high=ci_high, off_target=len(off), off_mean=off_mean, off_std=off_std,
+                   off_reached=100.0 * _mean_of(off, "sparsity_prunable"),
+                   precision=precisions(done), failed=len(failed),
                    missing=int((group["status"] == "missing").sum()),
                    corrupt=int((group["status"] == "corrupt").sum()),
                    error=first_line(failed["error"].iloc[0]) if len(failed) else "",
@@ -104,27 +133,57 @@ def summarize(merged: pd.DataFrame, by: Sequence[str] = ("dataset", "row", "spar
     return pd.DataFrame(rows)
 
 
+def precisions(frame: pd.DataFrame) -> str:
+    """The precisions of these ok seeds, "fp32" where a record predates the field:
+    "bf16", or "bf16 ×1, fp32 ×2" when they differ."""
+    if frame.empty:
+        return ""
+    values = [p if isinstance(p, str) and p else "fp32"
+              for p in (frame["precision"] if "precision" in frame else ["fp32"] * len(frame))]
+    counts = pd.Series(values).value_counts()
+    if len(counts) == 1:
+        return str(counts.index[0])
+    return ", ".join(f"{name} ×{count}" for name, count in sorted(counts.items()))
+
+
 def _mean_of(frame: pd.DataFrame, column: str) -> float:
     values = [float(v) for v in frame[column] if pd.notna(v)] if column in frame else []
     return sum(values) / len(values) if values else math.nan
 
 
 def cell_text(s: dict, bold: bool = False, style: str = "plain") -> str:
-    """What a table prints for one summarised group. Results first (mean ± std (n)); then what is
-    not a result, in words: 'failed: <first line>', 'missing', 'corrupt'; then empty layers."""
+    """What a table prints for one summarised group. Results first (mean ± std (n), the 95 %
+    interval from CI_FROM_N seeds on, the paired-comparison mark if the summary has one); then
+    what is not a result at this target, in words: off-target seeds with the sparsity they reached
+    ('61.20 (reached 96.10 %)'), 'failed: <first line>', 'missing', 'corrupt'; then empty layers
+    and, where the report asks for it (`precision_tag`), the precision the seeds ran at."""
     parts = []
     if s["n"]:
         pm = {"latex": r"$\pm$"}.get(style, "±")
         number = f"{s['mean']:.2f}" + (f" {pm} {s['std']:.2f}" if s["n"] > 1 else "")
-        parts += [_bold(number, style) if bold else number, f"(n={s['n']})"]
+        ci = s.get("ci_low", math.nan)
+        interval = "" if s["n"] < CI_FROM_N or ci is None or math.isnan(ci) else \
+            f"; CI {s['ci_low']:.2f}{'--' if style == 'latex' else '–'}{s['ci_high']:.2f}"
+        parts += [_bold(number, style) if bold else number, f"(n={s['n']}{interval})"]
+        if s.get("mark"):
+            parts.append(LATEX_MARKS.get(s["mark"], s["mark"]) if style == "latex"
+                         else _escape(str(s["mark"]), style))
     kinds = [(k, int(s[k])) for k in NOT_OK if s[k]]
-    single = not s["n"] and len(kinds) == 1 and kinds[0][1] == 1
+    off = int(s.get("off_target") or 0)
+    single = not s["n"] and len(kinds) + bool(off) == 1 and (off or kinds[0][1]) == 1
     notes = []
+    if off:
+        spread = f" ± {s['off_std']:.2f}" if off > 1 else ""
+        count = f"n={off}, " if off > 1 else ""
+        text = f"{s['off_mean']:.2f}{spread} ({count}reached {s['off_reached']:.2f} %)"
+        notes.append(text if not s["n"] and not kinds else f"off target: {text}")
     for what, count in kinds:
         word = what if single else f"{count} {what}"
         notes.append(f"{word}: {s['error']}" if what == "failed" else word)
     if s.get("empty_layers"):
         notes.append(f"empty layer in {s['empty_layers']}/{s['n']} seeds")
+    if s.get("precision_tag"):
+        notes.append(str(s["precision_tag"]))
     if notes:
         note = _escape("; ".join(notes), style)
         parts.append(note if not parts else f"[{note}]")
@@ -140,6 +199,9 @@ LATEX_SPECIAL = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", 
                  "#": r"\#", "_": r"\_", "%": r"\%", "~": r"\textasciitilde{}",
                  "^": r"\textasciicircum{}", "|": r"\textbar{}", "<": r"\textless{}",
                  ">": r"\textgreater{}", "±": r"$\pm$"}
+
+
+LATEX_MARKS = {"↑": r"$\uparrow$", "↓": r"$\downarrow$", "≈": r"$\approx$"}  # bench.stats marks
 
 
 def _escape(text: str, style: str) -> str:
@@ -189,6 +251,8 @@ def compact_text(s: dict) -> str:
     text = "" if not s["n"] else f"{s['mean']:.2f} (n=1)" if s["n"] == 1 else \
         f"{s['mean']:.2f} ± {s['std']:.2f} (n={s['n']})"
     notes = [f"{s[k]} {k}" for k in NOT_OK if s[k]]
+    if s.get("off_target"):
+        notes.append(f"{s['off_target']} off target")
     if notes:
         text = (text + " " if text else "") + "[" + ", ".join(notes) + "]"
     return text
@@ -233,9 +297,11 @@ def to_html(table: pd.DataFrame) -> str:
 
 def long_csv(summary: pd.DataFrame) -> pd.DataFrame:
     """The machine-readable form of the accuracy tables: numbers, counts and status per group."""
-    cols = ["dataset", "row", "sparsity", "n", "mean", "std", "failed", "missing", "corrupt",
-            "error", "empty_layers", "sparsity_overall", *COST_COLUMNS, "text"]
-    out = summary[[c for c in cols if c in summary]].rename(columns={"row": "method",
-                                                                      "mean": "acc_mean_pct",
-                                                                      "std": "acc_std_pct"})
+    cols = ["dataset", "row", "sparsity", "n", "mean", "std", "ci_low", "ci_high", "mark",
+            "failed", "missing", "corrupt", "error", "empty_layers", "sparsity_overall",
+            "off_target", "off_mean", "off_reached", "precision", *COST_COLUMNS, "text"]
+    out = summary[[c for c in cols if c in summary]].rename(columns={
+        "row": "method", "mean": "acc_mean_pct", "std": "acc_std_pct",
+        "ci_low": "acc_ci95_low_pct", "ci_high": "acc_ci95_high_pct",
+        "off_mean": "off_target_acc_mean_pct", "off_reached": "off_target_reached_pct"})
     return out
