@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import torch
 from torch import nn
@@ -26,6 +26,8 @@ from bench.trainer import Phase, Trainer
 if TYPE_CHECKING:
     from bench.config import RunConfig
 
+K = TypeVar("K")
+
 TARGETS = {
     "throughput": ("harness / bare loop (images/s)", ">= 0.95x"),
     "pipeline": ("device pipeline / torchvision DataLoader (images/s)", ">= 10x"),
@@ -35,6 +37,8 @@ TARGETS = {
     "colt": ("tg-oneshot vs COLT to 0.977, matched per-round budgets: colt / tg-oneshot (s)",
              ">= 10x"),
     "memory": ("peak RSS of the quick grid (GiB)", "< 2 GiB"),
+    "precision": ("training at a precision / memory format vs fp32 contiguous (images/s)",
+                  "auto: resnet20 >= 1.8x, resnet18 >= 2x"),
 }
 
 
@@ -55,6 +59,18 @@ def alternate(a: Callable[[], float], b: Callable[[], float], repeats: int) -> t
         ta.append(a())
         tb.append(b())
     return statistics.median(ta), statistics.median(tb)
+
+
+def interleave(fns: Mapping[K, Callable[[], float]], repeats: int) -> dict[K, float]:
+    """`alternate` for any number of contenders: one warm-up each, then `repeats` rounds that run
+    each once in turn; the median per contender."""
+    for fn in fns.values():
+        fn()
+    times: dict[K, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            times[k].append(fn())
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def timed(fn: Callable[[], None], sync: Callable[[], None]) -> Callable[[], float]:
@@ -287,6 +303,10 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=4, help="training steps per timed run")
     p.add_argument("--only", help=f"comma list of rows: {', '.join(TARGETS)}")
+    p.add_argument("--models", help="precision row: comma list of models (default: resnet20,"
+                   "resnet18; e.g. smallcnn,timm:resnet18)")
+    p.add_argument("--variants", help="precision row: comma list of precision:format (default: "
+                   "all four of fp32|bf16 x contiguous|channels_last; fp32:contiguous is the base)")
     args = p.parse_args(argv)
     rows = set(args.only.split(",")) if args.only else set(TARGETS)
     unknown = rows - set(TARGETS)
@@ -333,6 +353,10 @@ def main(argv=None) -> int:
     if "memory" in rows:
         gib = quick_grid_memory()
         row("memory", f"{gib:.2f} GiB", "—", "—")
+    if "precision" in rows:
+        from bench.perf_precision import precision_rows
+
+        precision_rows(args, row)
     return 0
 
 

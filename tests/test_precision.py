@@ -223,3 +223,35 @@ def test_other_trainers_inherit_the_settings(data):
     assert (sibling.precision, sibling.memory_format, sibling.seed) == ("bf16", "contiguous", 3)
     with pytest.raises(ValueError, match="memory_format='nchw' is invalid"):
         Trainer(data, memory_format="nchw")
+
+
+def test_parity_table_uses_the_reference_interval_or_one_point():
+    from scipy.stats import t
+
+    from bench.parity import interval95, parity_table
+
+    mean, half = interval95([80.0, 82.0, 84.0])
+    assert mean == 82.0 and half == pytest.approx(t.ppf(0.975, 2) * 2.0 / 3 ** 0.5)  # about 4.97
+    ref = {("m", 0.5): [80.0, 82.0, 84.0], ("m", 0.9): [50.0, 50.0, 50.0],
+           ("r", 0.9): [60.0, 61.0, 62.0]}
+    other = {("m", 0.5): [76.0, 77.0, 78.0],   # -5.0: outside the 4.97 pt interval
+             ("m", 0.9): [50.5, 51.0, 51.5],   # +1.0: within 1 point although the CI is 0 wide
+             ("r", 0.9): [58.0, 59.0, 60.0]}   # -2.0: inside the 2.48 pt interval
+    text, ok = parity_table(ref, other, ("fp32", "bf16"))
+    rows = {line.split(" | ")[0].strip("| ") + line.split(" | ")[1]: line
+            for line in text.splitlines()[2:]}
+    assert rows["m0.5"].endswith("| -5.00 | NO |")
+    assert rows["m0.9"].endswith("| +1.00 | yes |")
+    assert rows["r0.9"].endswith("| -2.00 | yes |")
+    assert not ok
+    _, ok = parity_table({("m", 0.9): ref[("m", 0.9)]}, {("m", 0.9): other[("m", 0.9)]},
+                         ("fp32", "bf16"))
+    assert ok
+    text, ok = parity_table(ref, {}, ("fp32", "bf16"))
+    assert not ok and text.count("| missing |") == 3
+
+
+def test_parity_rejects_bad_precision_lists(tmp_path):
+    res = run_cli("bench.parity", "--precisions", "fp32", "--results", tmp_path)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "--precisions 'fp32' is invalid" in res.stderr
