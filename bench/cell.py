@@ -216,7 +216,7 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
     record: dict[str, Any] = {"id": config.id, "label": config.label, "config": config.to_dict(),
                               "temperature": config.resolved_temperature(),
                               "precision": resolve_precision(config.precision, device),
-                              "memory_format": resolve_memory_format(device)}
+                              "memory_format": resolve_memory_format(device, config.model)}
     try:
         data = cached_dataset(config.dataset, options.data_root, options.download)
         trainer = Trainer(data, device, seed=config.seed, compile=options.compile,
