@@ -99,7 +99,7 @@ def throughput(model_name: str, device: str, steps: int, repeats: int, batch: in
         trainer.fit(model, phase)
 
     x = torch.randn(batch, 3, 32, 32, device=device)
-    if trainer.cuda:
+    if trainer.channels_last:  # the same layout as the harness's batches
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), device=device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
