@@ -620,7 +620,7 @@ def status_command(args: Any) -> str:
 
     parts = ["python", "-m", "bench.status", "--grid", args.grid,
              "--results", str(Path(args.results).resolve())]
-    for flag in ("methods", "datasets", "sparsities", "seeds", "temperatures"):
+    for flag in ("methods", "datasets", "sparsities", "seeds", "temperatures", "precision"):
         value = getattr(args, flag, None)
         if value is not None:
             parts += [f"--{flag}", value]

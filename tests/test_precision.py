@@ -262,3 +262,10 @@ def test_parity_rejects_bad_precision_lists(tmp_path):
     res = run_cli("bench.parity", "--precisions", "fp32", "--results", tmp_path)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
     assert "--precisions 'fp32' is invalid" in res.stderr
+
+
+def test_the_slurm_status_hint_selects_the_same_precision():
+    from bench.slurm import status_command
+
+    assert "--precision bf16" in status_command(build_parser().parse_args(["--precision", "bf16"]))
+    assert "--precision" not in status_command(build_parser().parse_args([]))
