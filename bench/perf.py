@@ -3,6 +3,8 @@
 Every row compares the harness with a baseline on the same data, model and device, alternating
 the two and taking the median of several repeats, so the ratio survives a noisy machine better
 than either number alone. Use `--device cuda` (and `--compile`) to read the same table on a GPU.
+About 370 lines: one function per row and the table; the precision row's helpers live in
+bench/perf_precision.py.
 """
 from __future__ import annotations
 
@@ -314,6 +316,14 @@ def main(argv=None) -> int:
         print(f"error: unknown row(s) {sorted(unknown)}; valid: {', '.join(TARGETS)}",
               file=sys.stderr)
         return 2
+    if "precision" in rows:
+        from bench.perf_precision import parse_variants
+
+        try:
+            parse_variants(args.variants)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print(f"# bench.perf on {name}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats}\n")

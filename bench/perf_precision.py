@@ -74,16 +74,30 @@ def _cpu_mhz() -> float:
     return float("nan")
 
 
+def parse_variants(text: str | None) -> list[tuple[str, str]]:
+    """"fp32:channels_last,bf16:contiguous" -> the base variant plus those; None -> all four."""
+    if not text:
+        return list(VARIANTS)
+    out = [("fp32", "contiguous")]
+    for item in text.split(","):
+        prec, _, fmt = item.strip().partition(":")
+        if (prec, fmt) not in VARIANTS:
+            valid = ", ".join(f"{p}:{f}" for p, f in VARIANTS)
+            raise ValueError(f"--variants item {item!r} is invalid; valid: {valid}")
+        if (prec, fmt) not in out:
+            out.append((prec, fmt))
+    return out
+
+
 def precision_rows(args: argparse.Namespace, row: Callable[[str, str, str, str], None]) -> None:
     from bench.precision import resolve_memory_format, resolve_precision
 
-    auto = (resolve_precision("auto", args.device), resolve_memory_format(args.device))
     models = args.models.split(",") if args.models else ["resnet20", "resnet18"]
-    variants = [("fp32", "contiguous")] + [tuple(v.split(":")) for v in args.variants.split(",")
-                                           if v != "fp32:contiguous"] if args.variants else VARIANTS
+    variants = parse_variants(args.variants)
     cpu = not args.device.startswith("cuda")
     peak = cpu_peak_gflops() if cpu else None
     for model in models:
+        auto = (resolve_precision("auto", args.device), resolve_memory_format(args.device, model))
         ips = precision_throughput(model, args.device, args.steps, args.repeats, variants=variants)
         base = ips[("fp32", "contiguous")]
         for (prec, fmt), value in ips.items():

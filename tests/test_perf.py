@@ -95,3 +95,10 @@ def test_precision_row_times_every_variant_against_fp32_contiguous(capsys):
     assert "smallcnn fp32 contiguous" in rows[0] and "| 1.00x |" in rows[0]
     assert "smallcnn fp32 channels_last" in rows[1] and "GFLOP/s" in rows[1]
     assert "Peak estimate:" in out
+
+
+def test_bad_precision_variant_is_one_line_and_exit_2():
+    res = run_cli("bench.perf", "--only", "precision", "--variants", "fp16:contiguous")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().startswith("error: --variants item 'fp16:contiguous' is invalid; "
+                                         "valid: fp32:contiguous, fp32:channels_last")
