@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from functools import lru_cache
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 
@@ -83,6 +83,13 @@ def record_precision(record: Mapping[str, Any]) -> str:
         return value
     device = str((record.get("provenance") or {}).get("device") or "cpu")
     return "bf16" if device.startswith("cuda") else "fp32"
+
+
+def mixed_precisions(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The precisions of the finished records, sorted, if there is more than one, else []: a
+    table built from them must say so (a report's guard against mixing them silently)."""
+    found = sorted({record_precision(r) for r in records if r.get("status") == "ok"})
+    return found if len(found) > 1 else []
 
 
 @contextlib.contextmanager

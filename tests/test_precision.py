@@ -269,3 +269,15 @@ def test_the_slurm_status_hint_selects_the_same_precision():
 
     assert "--precision bf16" in status_command(build_parser().parse_args(["--precision", "bf16"]))
     assert "--precision" not in status_command(build_parser().parse_args([]))
+
+
+def test_mixed_precisions_lists_what_a_table_would_mix():
+    ok_cpu = {"status": "ok", "config": {}, "provenance": {"device": "cpu"}}
+    assert precision.mixed_precisions([ok_cpu, {**ok_cpu, "precision": "fp32"}]) == []
+    assert precision.mixed_precisions([ok_cpu, {**ok_cpu, "precision": "bf16"}]) == ["bf16", "fp32"]
+    # an old CUDA record (bf16 autocast then) beside a new fp32 one is a mix too
+    cuda = {**ok_cpu, "provenance": {"device": "cuda:0"}}
+    assert precision.mixed_precisions([cuda, {**ok_cpu, "precision": "fp32"}]) == ["bf16", "fp32"]
+    # failed cells carry no number, so they mix nothing
+    assert precision.mixed_precisions([ok_cpu, {**ok_cpu, "status": "failed",
+                                                "precision": "bf16"}]) == []
