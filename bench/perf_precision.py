@@ -106,7 +106,7 @@ def precision_rows(args: argparse.Namespace, row: Callable[[str, str, str, str],
             tag = " (auto here)" if (prec, fmt) == auto else ""
             row("precision", f"{model} {prec} {fmt}{tag}: {value:,.1f} img/s, "
                 f"{gflops:,.1f} GFLOP/s{share}", f"{base:,.1f} img/s", f"{value / base:.2f}x")
-        if auto in ips:
+        if auto in ips and model in TARGET_RATIO:
             met = ips[auto] / base >= TARGET_RATIO.get(model, 0.0)
             print(f"<!-- {model}: auto = {auto[0]} {auto[1]}, {ips[auto] / base:.2f}x, target "
                   f"{TARGET_RATIO.get(model, 0):g}x {'met' if met else 'NOT met'} -->", flush=True)

@@ -61,16 +61,20 @@ def resolve_precision(requested: str, device: str | torch.device) -> str:
     return "fp32"
 
 
-# Measured slower in channels_last on the CPU (docs/performance.md: smallcnn 0.89x). The plain
-# stack of small convs gains nothing from NHWC and pays its reorders; the resnets gain.
+# Measured no faster in channels_last on the CPU (docs/performance.md): smallcnn 0.89x,
+# timm:resnet18 0.96x (timm's stem and pooling reorder NHWC back); the built-in resnets gained.
 CPU_CONTIGUOUS_MODELS = frozenset({"smallcnn"})
+CPU_CONTIGUOUS_PREFIXES = ("timm:",)
 
 
 def resolve_memory_format(device: str | torch.device, model: str | None = None) -> str:
     """channels_last on CUDA; on the CPU channels_last too (oneDNN's NHWC convolutions were
-    faster for the resnets measured) except for the models in CPU_CONTIGUOUS_MODELS."""
+    faster for the built-in resnets) except for the models measured no faster there."""
     kind = torch.device(device).type
-    if kind == "cuda" or (kind == "cpu" and model not in CPU_CONTIGUOUS_MODELS):
+    if kind == "cuda":
+        return "channels_last"
+    if kind == "cpu" and model not in CPU_CONTIGUOUS_MODELS and \
+            not (model or "").startswith(CPU_CONTIGUOUS_PREFIXES):
         return "channels_last"
     return "contiguous"
 

@@ -219,7 +219,9 @@ def test_evaluation_is_fp32_under_a_bf16_trainer(data):
 
 def test_memory_format_follows_device_and_model():
     assert precision.resolve_memory_format("cpu", "resnet20") == "channels_last"
-    assert precision.resolve_memory_format("cpu", "timm:resnet18") == "channels_last"
+    assert precision.resolve_memory_format("cpu", "resnet18") == "channels_last"
+    assert precision.resolve_memory_format("cpu", "timm:resnet18") == "contiguous"
+    assert precision.resolve_memory_format("cuda", "timm:resnet18") == "channels_last"
     assert precision.resolve_memory_format("cpu", "smallcnn") == "contiguous"
     assert precision.resolve_memory_format("cuda:0", "smallcnn") == "channels_last"
 
