@@ -24,6 +24,9 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperatures", help="comma-separated temperatures > 0 (KD methods)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a config field for every cell, e.g. --set dense_epochs=5")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+                        help="training precision of every cell, as --set precision=...: auto "
+                             "(bf16 where the device has it natively, else fp32), fp32 or bf16")
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
                         help="import a file or module that registers methods/models/datasets/grids")
 
@@ -106,6 +109,8 @@ def select_cells(args: argparse.Namespace):
         if not eq:
             raise UsageError(f"--set {item!r} is not FIELD=VALUE")
         overrides[key.strip()] = parse_value(value)
+    if getattr(args, "precision", None):
+        overrides["precision"] = args.precision
     if overrides:
         changes["base"] = {**grid.base, **overrides}
         changes["per_dataset"] = {d: {k: v for k, v in o.items() if k not in overrides}
@@ -126,7 +131,7 @@ def status_command(args: Any) -> str:
 
     parts = ["python", "-m", "bench.status", "--grid", args.grid,
              "--results", str(Path(args.results).resolve())]
-    for flag in ("methods", "datasets", "sparsities", "seeds", "temperatures"):
+    for flag in ("methods", "datasets", "sparsities", "seeds", "temperatures", "precision"):
         value = getattr(args, flag, None)
         if value is not None:
             parts += [f"--{flag}", value]

@@ -28,6 +28,7 @@ from bench.masks import Accounting, prepare_for_state_dict, prune_model, verify_
 from bench.method import UnreachableTarget
 from bench.models import build_model
 from bench.plugins import loaded_plugins
+from bench.precision import resolve_memory_format, resolve_precision
 from bench.store import ResultStore, atomic_torch_save
 from bench.trainer import Hook, Objective, Phase, PhaseResult, Trainer, ce_objective
 
@@ -114,6 +115,8 @@ class CellContext:
                     "lr": self.config.lr, "momentum": self.config.momentum,
                     "weight_decay": self.config.weight_decay, "schedule": self.config.schedule,
                     **key}
+        if self.trainer.precision != "fp32":  # fp32 phases keep the keys they had before
+            full_key["precision"] = self.trainer.precision
         entry = self.cache.get_or_compute(kind, full_key, compute)
         for name, rec in entry.meta.get("phases", {}).items():
             self.phases[name] = {**rec, "cached": entry.hit, "shared": True, "cache_key": entry.key_hash}
@@ -214,14 +217,17 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
         torch.cuda.reset_peak_memory_stats(device)
     ctx: CellContext | None = None
     record: dict[str, Any] = {"id": config.id, "label": config.label, "config": config.to_dict(),
-                              "temperature": config.resolved_temperature()}
+                              "temperature": config.resolved_temperature(),
+                              "precision": resolve_precision(config.precision, device),
+                              "memory_format": resolve_memory_format(device, config.model)}
     try:
         problem = method.precheck(config) if method.precheck else None
         if problem:
             raise UnreachableTarget(problem)
         data = cached_dataset(config.dataset, options.data_root, options.download)
         trainer = Trainer(data, device, seed=config.seed, compile=options.compile,
-                          progress=options.progress)
+                          progress=options.progress, precision=record["precision"],
+                          memory_format=record["memory_format"])
         ctx = CellContext(config, data, trainer, PhaseCache(store.cache_dir),
                           store.work_dir(config.id), expected_sparsity=config.sparsity)
         model = method.run(ctx)

@@ -12,6 +12,7 @@ from bench import catalog
 from bench.registry import UsageError
 
 SCHEDULES = ("cosine", "step")
+PRECISIONS = ("auto", "fp32", "bf16")  # resolved by bench/precision.py, which needs torch
 EPOCH_FIELDS = ("teacher_epochs", "dense_epochs", "sparse_epochs", "round_epochs")
 
 OptionValue = Any  # str | int | float | bool
@@ -40,6 +41,10 @@ class RunConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cosine"
+    # auto: bf16 where the device computes it natively, else fp32 (bench/precision.py). The
+    # default stays out of the id, so ids of existing cells do not change; fp32 and bf16 enter
+    # it. Records hold the resolved value, and reports flag a table that mixes the two.
+    precision: str = "auto"
     # Method-specific options, e.g. (("retrain", "ft"),). Defaults are dropped on construction.
     options: tuple[tuple[str, OptionValue], ...] = field(default=())
 
@@ -94,6 +99,8 @@ class RunConfig:
             raise bad("weight_decay", "must be a number >= 0")
         if self.schedule not in SCHEDULES:
             raise bad("schedule", f"valid: {', '.join(SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"valid: {', '.join(PRECISIONS)}")
 
     # -- identity -------------------------------------------------------------------------
     def canonical(self) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 Every row compares the harness with a baseline on the same data, model and device, alternating
 the two and taking the median of several repeats, so the ratio survives a noisy machine better
 than either number alone. Use `--device cuda` (and `--compile`) to read the same table on a GPU.
+About 370 lines: one function per row and the table; the precision row's helpers live in
+bench/perf_precision.py.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import torch
 from torch import nn
@@ -26,6 +28,8 @@ from bench.trainer import Phase, Trainer
 if TYPE_CHECKING:
     from bench.config import RunConfig
 
+K = TypeVar("K")
+
 TARGETS = {
     "throughput": ("harness / bare loop (images/s)", ">= 0.95x"),
     "pipeline": ("device pipeline / torchvision DataLoader (images/s)", ">= 10x"),
@@ -35,6 +39,8 @@ TARGETS = {
     "colt": ("tg-oneshot vs COLT to 0.977, matched per-round budgets: colt / tg-oneshot (s)",
              ">= 10x"),
     "memory": ("peak RSS of the quick grid (GiB)", "< 2 GiB"),
+    "precision": ("training at a precision / memory format vs fp32 contiguous (images/s)",
+                  "auto: resnet20 >= 1.8x, resnet18 >= 2x"),
 }
 
 
@@ -55,6 +61,18 @@ def alternate(a: Callable[[], float], b: Callable[[], float], repeats: int) -> t
         ta.append(a())
         tb.append(b())
     return statistics.median(ta), statistics.median(tb)
+
+
+def interleave(fns: Mapping[K, Callable[[], float]], repeats: int) -> dict[K, float]:
+    """`alternate` for any number of contenders: one warm-up each, then `repeats` rounds that run
+    each once in turn; the median per contender."""
+    for fn in fns.values():
+        fn()
+    times: dict[K, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            times[k].append(fn())
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def timed(fn: Callable[[], None], sync: Callable[[], None]) -> Callable[[], float]:
@@ -83,7 +101,7 @@ def throughput(model_name: str, device: str, steps: int, repeats: int, batch: in
         trainer.fit(model, phase)
 
     x = torch.randn(batch, 3, 32, 32, device=device)
-    if trainer.cuda:
+    if trainer.channels_last:  # the same layout as the harness's batches
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), device=device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -287,6 +305,10 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=4, help="training steps per timed run")
     p.add_argument("--only", help=f"comma list of rows: {', '.join(TARGETS)}")
+    p.add_argument("--models", help="precision row: comma list of models (default: resnet20,"
+                   "resnet18; e.g. smallcnn,timm:resnet18)")
+    p.add_argument("--variants", help="precision row: comma list of precision:format (default: "
+                   "all four of fp32|bf16 x contiguous|channels_last; fp32:contiguous is the base)")
     args = p.parse_args(argv)
     from bench.plugins import load_builtins
 
@@ -297,6 +319,14 @@ def main(argv=None) -> int:
         print(f"error: unknown row(s) {sorted(unknown)}; valid: {', '.join(TARGETS)}",
               file=sys.stderr)
         return 2
+    if "precision" in rows:
+        from bench.perf_precision import parse_variants
+
+        try:
+            parse_variants(args.variants)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print(f"# bench.perf on {name}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats}\n")
@@ -336,6 +366,10 @@ def main(argv=None) -> int:
     if "memory" in rows:
         gib = quick_grid_memory()
         row("memory", f"{gib:.2f} GiB", "—", "—")
+    if "precision" in rows:
+        from bench.perf_precision import precision_rows
+
+        precision_rows(args, row)
     return 0
 
 

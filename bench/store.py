@@ -193,10 +193,14 @@ class ResultStore:
 
 
 def flatten_record(r: dict[str, Any]) -> dict[str, Any]:
+    from bench.precision import record_precision  # imports torch; the store itself does not
+
     cfg = r["config"]
     row = {"id": r["id"], "label": r["label"], "status": r["status"], **cfg}
     row.pop("options", None)
     row["temperature"] = r.get("temperature", cfg.get("temperature"))
+    row["precision"] = record_precision(r)  # resolved; the config's own may say "auto"
+    row["memory_format"] = r.get("memory_format")
     row["test_acc"] = r.get("accuracy", {}).get("test")
     sp = r.get("sparsity") or {}
     row["sparsity_prunable"] = sp.get("prunable")

@@ -3,6 +3,10 @@
 The loop enforces the mask contract itself: if the model carries a mask, gradients of pruned
 weights are zeroed before every optimizer step and the weights re-zeroed after it, so momentum and
 weight decay cannot revive them, whatever the method does.
+
+Precision (bench/precision.py): training steps run under autocast at the trainer's resolved
+precision; the parameters, their gradients and the optimizer state stay fp32, and `logits` and
+`accuracy` (every reported number) always compute in fp32.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from torch import nn
 from bench.data import Batch, DataBundle, DeviceLoader, IndexSampler, Split
 from bench.losses import cross_entropy
 from bench.masks import apply_mask, get_mask, mask_gradients, verify_mask
+from bench.precision import MEMORY_FORMATS, fp32_math, resolve_memory_format, resolve_precision
 
 
 class NonFiniteLoss(RuntimeError):
@@ -116,26 +121,42 @@ class PhaseResult:
 
 class Trainer:
     def __init__(self, data: DataBundle, device: str | torch.device = "cpu", *, seed: int = 0,
-                 compile: bool = False, progress: bool = True):
+                 compile: bool = False, progress: bool = True, precision: str = "auto",
+                 memory_format: str | None = None):
+        """`precision`: auto, fp32 or bf16 (resolved here; `self.precision` is fp32 or bf16).
+        `memory_format`: contiguous or channels_last; None picks the device's faster one."""
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         self.data = data.to(self.device)
         self.seed = seed
         self.compile = compile
         self.progress = progress
+        self.precision = resolve_precision(precision, self.device)
+        self.memory_format = memory_format or resolve_memory_format(self.device)
+        if self.memory_format not in MEMORY_FORMATS:
+            raise ValueError(f"memory_format={memory_format!r} is invalid; valid: "
+                             f"{', '.join(MEMORY_FORMATS)}")
+        self.channels_last = self.memory_format == "channels_last"
         if self.cuda:
             torch.backends.cudnn.benchmark = True
+
+    def with_data(self, data: DataBundle) -> "Trainer":
+        """A trainer with this one's settings (device, seed, precision, ...) on other data."""
+        return Trainer(data, self.device, seed=self.seed, compile=self.compile,
+                       progress=self.progress, precision=self.precision,
+                       memory_format=self.memory_format)
 
     # -- helpers methods use ---------------------------------------------------------------------
     def prepare(self, model: nn.Module) -> nn.Module:
         model = model.to(self.device)
-        if self.cuda:
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return model
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.cuda:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        """The precision training and scoring passes run at (never evaluation: see fp32_math)."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def sync(self) -> None:
@@ -146,13 +167,13 @@ class Trainer:
                sampler: IndexSampler | None = None) -> DeviceLoader:
         seed = self.seed * 1_000_003 + zlib.crc32(salt.encode())
         return DeviceLoader(split, self.data, batch_size, train=train, seed=seed,
-                            device=self.device, channels_last=self.cuda, sampler=sampler)
+                            device=self.device, channels_last=self.channels_last, sampler=sampler)
 
     @torch.no_grad()
     def logits(self, model: nn.Module, split: Split, batch_size: int = 512) -> torch.Tensor:
         model.eval()
         outs = []
-        with self.autocast():
+        with fp32_math(self.device):
             for batch in self.loader(split, batch_size, train=False):
                 outs.append(model(batch.x).float())
         return torch.cat(outs)
@@ -161,7 +182,7 @@ class Trainer:
     def accuracy(self, model: nn.Module, split: Split, batch_size: int = 512) -> float:
         model.eval()
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        with self.autocast():
+        with fp32_math(self.device):
             for batch in self.loader(split, batch_size, train=False):
                 correct += (model(batch.x).argmax(1) == batch.y).sum()
         return correct.item() / len(split)

@@ -48,7 +48,6 @@ from bench.masks import (MASK_BUFFER, Accounting, Mask, attach_mask, flatten, in
                          keep_count, prunable_modules, prune_global, removal_rank, unflatten)
 from bench.method import Option, register_method
 from bench.rounds import resume
-from bench.trainer import Trainer
 
 
 # --- pure pieces -------------------------------------------------------------------------------
@@ -176,8 +175,7 @@ def _make_half(ctx, tag: str, classes: Sequence[int], theta0: Mapping[str, torch
     """A copy of θ₀ for `classes`, with a trainer that sees only them. Its context shares the
     cell's phases and extra, so its training is recorded (and timed) like any other phase."""
     bundle = class_bundle(ctx.data, classes)
-    trainer = Trainer(bundle, ctx.trainer.device, seed=ctx.trainer.seed,
-                      compile=ctx.trainer.compile, progress=ctx.trainer.progress)
+    trainer = ctx.trainer.with_data(bundle)  # same device, seed, precision, memory format
     model = ctx.make_model(num_classes=len(classes))
     return Half(tag, dataclasses.replace(ctx, data=bundle, trainer=trainer), model,
                 half_state(theta0, model, classes))

@@ -136,7 +136,7 @@ def early_prune_then_distill(ctx, criterion: str, sd_name: str,
                              make_recipe: Callable[[Any], Recipe]) -> nn.Module:
     """Steps 1–4 of the module docstring."""
     model = ctx.make_model()
-    with ctx.clock("score"):
+    with ctx.clock("score"), ctx.trainer.autocast():  # scoring runs at the training precision
         scores = pai_scores(ctx, model, criterion, make_recipe)
     with ctx.clock("prune"):
         ctx.prune(model, scores)

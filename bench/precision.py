@@ -1,0 +1,112 @@
+"""Numeric precision and memory format: what `--precision auto|fp32|bf16` resolves to on a device.
+
+Training (teacher forwards inside KD and scoring passes included) runs under autocast at the
+resolved precision; master weights, optimizer state, gradients of the parameters, importance
+accumulators and every evaluation stay fp32. `auto` picks bf16 only where the hardware computes
+it natively: a CUDA device that reports bf16 support, or a CPU whose flags list a bf16 dot-product
+instruction (x86 AVX512-BF16 or AMX-BF16, Arm BF16). Without one, oneDNN emulates bf16 on the
+CPU by converting around fp32 arithmetic, which is slower than fp32 itself, so `auto` keeps fp32.
+"""
+from __future__ import annotations
+
+import contextlib
+from functools import lru_cache
+from typing import Any, Iterable, Iterator, Mapping
+
+import torch
+
+from bench.config import PRECISIONS  # noqa: E402  (defined where RunConfig checks it)
+MEMORY_FORMATS = ("contiguous", "channels_last")
+CPUINFO = "/proc/cpuinfo"
+# x86: AVX512-BF16 (Cooper Lake, Sapphire Rapids, Zen 4+), AMX-BF16 (Sapphire Rapids+);
+# Arm (aarch64 /proc/cpuinfo "Features"): bf16 (Armv8.6 BFDOT/BFMMLA, e.g. Graviton 3+).
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_flags(path: str | None = None) -> frozenset[str]:
+    """The feature flags the kernel reports for the CPU (empty where there is no /proc)."""
+    return _cpu_flags(path or CPUINFO)
+
+
+@lru_cache(maxsize=4)
+def _cpu_flags(path: str) -> frozenset[str]:
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_native_bf16(path: str | None = None) -> bool:
+    return bool(cpu_flags(path) & BF16_CPU_FLAGS)
+
+
+def resolve_precision(requested: str, device: str | torch.device) -> str:
+    """"fp32" or "bf16" for `requested` (auto, fp32 or bf16) on `device`."""
+    if requested not in PRECISIONS:
+        from bench.registry import UsageError
+
+        raise UsageError(f"precision={requested!r} is invalid; valid: {', '.join(PRECISIONS)}")
+    if requested != "auto":
+        return requested
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    return "fp32"
+
+
+# Measured no faster in channels_last on the CPU (docs/performance.md): smallcnn 0.89x,
+# timm:resnet18 0.96x (timm's stem and pooling reorder NHWC back); the built-in resnets gained.
+CPU_CONTIGUOUS_MODELS = frozenset({"smallcnn"})
+CPU_CONTIGUOUS_PREFIXES = ("timm:",)
+
+
+def resolve_memory_format(device: str | torch.device, model: str | None = None) -> str:
+    """channels_last on CUDA; on the CPU channels_last too (oneDNN's NHWC convolutions were
+    faster for the built-in resnets) except for the models measured no faster there."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return "channels_last"
+    if kind == "cpu" and model not in CPU_CONTIGUOUS_MODELS and \
+            not (model or "").startswith(CPU_CONTIGUOUS_PREFIXES):
+        return "channels_last"
+    return "contiguous"
+
+
+def record_precision(record: Mapping[str, Any]) -> str:
+    """The precision a record was trained at. Records written before the field existed were fp32
+    on the CPU and bf16 autocast on CUDA (the trainer's only mode there)."""
+    value = record.get("precision")
+    if value in ("fp32", "bf16"):
+        return value
+    device = str((record.get("provenance") or {}).get("device") or "cpu")
+    return "bf16" if device.startswith("cuda") else "fp32"
+
+
+def mixed_precisions(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The precisions of the finished records, sorted, if there is more than one, else []: a
+    table built from them must say so (a report's guard against mixing them silently)."""
+    found = sorted({record_precision(r) for r in records if r.get("status") == "ok"})
+    return found if len(found) > 1 else []
+
+
+@contextlib.contextmanager
+def fp32_math(device: torch.device) -> Iterator[None]:
+    """No autocast and, on CUDA, no TF32 (cuDNN enables it for convolutions by default): the
+    arithmetic of evaluation is fp32 whatever the training ran at (issue 16, section 4)."""
+    with torch.autocast(device.type, enabled=False):
+        if device.type != "cuda":
+            yield
+            return
+        saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
