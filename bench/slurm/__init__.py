@@ -32,8 +32,6 @@ How a sweep runs:
 """
 from __future__ import annotations
 
-from bench.slurm.job import (CellFailed, CellJob, Submission, SubmissionError, job_device,
-                             make_executor, print_submission, say, submit)
 from bench.slurm.profile import (PROFILE_DIR, PROFILE_KEYS, ClusterProfile, load_profile,
                                  profile_from_mapping, profile_names, sbatch_text,
                                  slurm_parameters)
@@ -42,6 +40,20 @@ from bench.slurm.queue import (DEFAULT_MAX_ARRAY_SIZE, JOB_LOG_DIR, LIVE_STATES,
                                chunked, cluster_max_array_size, describe, live_cells,
                                query_job_states, read_submissions, record_submissions,
                                require_sbatch, submissions_path)
+
+# The job module imports submitit and the cell runner; it is loaded on first use of one of its
+# names, so that bench.status (which needs only the queue) starts as quickly as before.
+_JOB_NAMES = ("CellFailed", "CellJob", "Submission", "SubmissionError", "job_device",
+              "make_executor", "print_submission", "say", "submit")
+
+
+def __getattr__(name: str):
+    if name in _JOB_NAMES:
+        from bench.slurm import job
+
+        return getattr(job, name)
+    raise AttributeError(f"module 'bench.slurm' has no attribute {name!r}")
+
 
 __all__ = [
     "CellFailed", "CellJob", "Submission", "SubmissionError", "job_device", "make_executor",
