@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from bench import guards
 from bench.cli import OneLineParser, run_command
 from bench.registry import UsageError
 
@@ -213,7 +214,7 @@ def print_profiles(args: argparse.Namespace, cells, store) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(_main, build_parser().parse_args(argv))
+    return guards.run_guarded(run_command, _main, build_parser().parse_args(argv))
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -222,6 +223,7 @@ def _main(args: argparse.Namespace) -> int:
 
     check_executor_args(args)
     grid, cells = select_cells(args)
+    guards.check_inputs(args, cells)
     store = ResultStore(args.results)
     if args.executor == "slurm":
         from bench import slurm
