@@ -82,3 +82,23 @@ def run_guarded(run: Callable[[Callable, argparse.Namespace], int],
     finally:
         signal.signal(signal.SIGTERM, previous)
     return EXIT_SIGTERM if terminated and code == 130 else code
+
+
+def check_data_fits(cells: Iterable, args: argparse.Namespace, device: str) -> None:
+    """On CUDA the whole uint8 split lives on the device: say so before training when it cannot
+    fit (with a quarter of the free memory left for the model and its activations), rather than
+    running into an out-of-memory error in every cell."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    from bench.cell import cached_dataset
+
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    for dataset in dict.fromkeys(c.dataset for c in cells):
+        bundle = cached_dataset(dataset, args.data_root, args.download)
+        need = sum(s.images.numel() + 8 * len(s) for s in (bundle.train, bundle.val, bundle.test))
+        if need > 0.75 * free:
+            raise UsageError(f"{dataset}: its splits need {need / 2**30:.1f} GiB on {device}, "
+                             f"which has {free / 2**30:.1f} GiB free (a quarter is kept for the "
+                             "model); use a larger device or --device cpu")

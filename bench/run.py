@@ -258,6 +258,7 @@ def _main(args: argparse.Namespace) -> int:
         return code
     device = resolve_device(args.device)
     preflight_data(cells, args)
+    guards.check_data_fits(cells, args, device)
 
     from bench.dispatch import run_inprocess, run_local
 

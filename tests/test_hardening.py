@@ -186,3 +186,21 @@ def test_sigterm_ends_like_ctrl_c_with_143_and_nothing_corrupt(tmp_path):
     assert before and not leftovers
     res = run_cli("bench.run", "--grid", grid, "--results", results, "--no-progress")
     assert res.returncode == 0 and f"{len(before)} already done" in res.stdout
+
+
+def test_data_that_cannot_fit_the_device_is_one_line_before_training(monkeypatch):
+    from argparse import Namespace
+
+    from bench import guards
+    from bench.registry import UsageError
+
+    cells = [RunConfig(method="magnitude", sparsity=0.5, **TINY)]
+    args = Namespace(data_root=None, download=False)
+    need = 3 * 8 * 8 * (320 + 128) + 8 * (320 + 128)  # synthetic: uint8 images and int64 labels
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (need, 10 * need))
+    with pytest.raises(UsageError, match=r"synthetic: its splits need 0\.0 GiB on cuda.*"
+                                         r"use a larger device or --device cpu"):
+        guards.check_data_fits(cells, args, "cuda")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2 * need, 10 * need))
+    guards.check_data_fits(cells, args, "cuda")  # fits with a quarter to spare
+    guards.check_data_fits(cells, args, "cpu")
