@@ -16,7 +16,7 @@ from filelock import FileLock, Timeout
 
 from bench.cell import RunOptions, run_cell
 from bench.config import RunConfig
-from bench.store import ResultStore
+from bench.store import ResultStore, StorageFull
 
 
 @dataclass
@@ -112,6 +112,8 @@ def run_local(cells: Sequence[RunConfig], store: ResultStore, options: RunOption
             cfg = futures[future]
             try:
                 action, error = future.result()
+            except StorageFull:
+                raise  # a full disk stops the run with one line (bench.guards)
             except Exception as exc:  # the worker died (killed, out of memory): no record
                 action, error = "failed", f"worker process ended: {type(exc).__name__}: {exc}"
             getattr(outcome, action).append(cfg.id)  # ran, failed, skipped or busy

@@ -51,6 +51,13 @@ class StorageFull(OSError):
     def __str__(self) -> str:
         return self.strerror or ""
 
+    def __reduce__(self):  # travels back from a local worker process intact
+        return _storage_full, (str(self.path), self.errno)
+
+
+def _storage_full(path: str, code: int | None) -> StorageFull:
+    return StorageFull(Path(path), OSError(code, os.strerror(code or errno.ENOSPC)))
+
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
