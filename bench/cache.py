@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 from filelock import FileLock
 
-from bench.store import atomic_torch_save, atomic_write_bytes, sha256_file
+from bench.store import atomic_torch_save, atomic_write_bytes, safe_torch_load, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,9 @@ class PhaseCache:
             sidecar = json.loads(meta_path.read_text())
             if sha256_file(blob) != sidecar["sha256"]:
                 raise ValueError("checksum mismatch")
-            payload = torch.load(blob, map_location="cpu", weights_only=False)
+            # weights_only: the checksum guards against accidents, not against a writer of the
+            # folder, who can rewrite the sidecar too; only plain tensors and values load.
+            payload = safe_torch_load(blob)
         except Exception as exc:  # any damage means: recompute, and say so
             log.warning("cache entry %s is damaged (%s); recomputing", blob, exc)
             return None

@@ -29,7 +29,7 @@ from bench.method import UnreachableTarget
 from bench.models import build_model
 from bench.plugins import loaded_plugins
 from bench.precision import resolve_memory_format, resolve_precision
-from bench.store import ResultStore, atomic_torch_save
+from bench.store import ResultStore, StorageFull, atomic_torch_save, safe_torch_load
 from bench.trainer import Hook, Objective, Phase, PhaseResult, Trainer, ce_objective
 
 
@@ -244,6 +244,8 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
                             if p.get("val_acc")}},
             sparsity=report.as_record(config.sparsity, ctx.accounting),
             compute=cost_accounting(model, data.spec.channels, data.spec.image_size))
+    except StorageFull:
+        raise  # a full disk stops the run (one line from bench.guards), it fails no cell
     except Exception as exc:  # the record says why; the grid goes on
         record.update(status="failed", error={"type": type(exc).__name__, "message": str(exc),
                                               "traceback": traceback.format_exc()})
@@ -269,7 +271,7 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
 
 def _verify_checkpoint(path: Path, ctx: CellContext) -> None:
     """Mask contract: after loading a checkpoint, the pruned weights are still zero."""
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob = safe_torch_load(path)
     model = build_model(ctx.config.model, ctx.data.spec.num_classes, ctx.data.spec.channels,
                         ctx.data.spec.image_size)
     prepare_for_state_dict(model, blob["state_dict"])

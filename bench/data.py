@@ -9,10 +9,9 @@ import hashlib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from bench.catalog import DATASETS
 from bench.registry import UsageError
@@ -41,17 +40,8 @@ class Split:
 
     def to(self, device: torch.device | str) -> "Split":
         if self.images.device == torch.device(device):
-            return self  # keeps the crop windows cached on this object
+            return self
         return Split(self.images.to(device), self.labels.to(device))
-
-    def crop_windows(self, pad: int, flip: bool) -> torch.Tensor:
-        """crop_windows(images, pad, flip), made once per split (a training phase's loaders all
-        crop the same split)."""
-        cache = self.__dict__.setdefault("_windows", {})  # frozen: write around __setattr__
-        if (pad, flip) not in cache:
-            cache.clear()  # one augmentation per split at a time: never hold two copies
-            cache[(pad, flip)] = crop_windows(self.images, pad, flip)
-        return cache[(pad, flip)]
 
 
 @dataclass(frozen=True)
@@ -92,18 +82,60 @@ def load_dataset(name: str, data_root: str | Path | None = None, download: bool 
     train, test = spec.load(root, download)
     _check_labels(spec, train, "train")
     _check_labels(spec, test, "test")
-    train, val = carve_validation(train, spec.val_fraction)
-    imgs = train.images.float() / 255.0
-    mean = tuple(imgs.mean(dim=(0, 2, 3)).tolist())
-    std = tuple(imgs.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+    large = train.images.numel() > LARGE_SPLIT
+    # a large split is handed over by its load(): carved in place rather than copied
+    train, val = carve_validation(train, spec.val_fraction, in_place=large)
+    mean, std = channel_stats(train.images)
     return DataBundle(spec, train, val, test, mean, std)
 
 
-def carve_validation(train: Split, fraction: float) -> tuple[Split, Split]:
+LARGE_SPLIT = 1 << 28
+"""Elements (uint8) above which a training split is carved in place and its statistics are summed
+in chunks: TinyImageNet (1.1e9) is above, CIFAR (1.4e8) and digits below, so their normalisation
+and hence their results are unchanged, bit for bit."""
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of images / 255 (std clamped at 1e-3)."""
+    if images.numel() <= LARGE_SPLIT:
+        imgs = images.float()
+        imgs.div_(255.0)  # in place: the same values as `/ 255.0` with one float copy, not two
+        return (tuple(imgs.mean(dim=(0, 2, 3)).tolist()),
+                tuple(imgs.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()))
+    # Exact integer sums over chunks: a float copy of TinyImageNet would be 4.4 GB (8.8 GB while
+    # divided), the bulk of the 11.4 GB a cell used to peak at.
+    c = images.shape[1]
+    counts = torch.zeros(c, 256, dtype=torch.int64)  # a histogram per channel: sums stay exact
+    for chunk in images.split(4096):
+        for ch in range(c):
+            counts[ch] += torch.bincount(chunk[:, ch].reshape(-1), minlength=256)
+    values = torch.arange(256, dtype=torch.int64)
+    total = [int(v) for v in (counts * values).sum(1)]
+    squares = [int(v) for v in (counts * values * values).sum(1)]
+    n = images.numel() // c
+    mean = tuple(t / (255.0 * n) for t in total)
+    var = [(sq * n - t * t) / (n * (n - 1)) / 255.0 ** 2 for t, sq in zip(total, squares)]
+    std = tuple(max(v ** 0.5, 1e-3) for v in var)
+    return mean, std
+
+
+def carve_validation(train: Split, fraction: float, in_place: bool = False
+                     ) -> tuple[Split, Split]:
     g = torch.Generator().manual_seed(VAL_SPLIT_SEED)
     perm = torch.randperm(len(train), generator=g)
     n_val = int(round(fraction * len(train)))
-    return train.subset(perm[n_val:].sort().values), train.subset(perm[:n_val].sort().values)
+    keep, held_out = perm[n_val:].sort().values, perm[:n_val].sort().values
+    val = train.subset(held_out)
+    if not in_place:
+        return train.subset(keep), val
+    # Compact the kept rows to the front of the same tensor, chunk by chunk: `keep` is sorted, so
+    # row keep[i] >= i and a chunk's sources lie at or after its destination, never in a part
+    # already overwritten. The split then never exists twice (1.1 GB for TinyImageNet).
+    images = train.images
+    for lo in range(0, len(keep), 2048):
+        part = keep[lo:lo + 2048]
+        images[lo:lo + len(part)] = images[part]
+    return Split(images[:len(keep)], train.labels[keep]), val
 
 
 def _check_labels(spec: DatasetSpec, split: Split, what: str) -> None:
@@ -166,12 +198,31 @@ register_dataset(DatasetSpec("synthetic", num_classes=4, channels=3, image_size=
 # CIFAR-10 / CIFAR-100: the official python pickle release, read directly
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Builds only what the official CIFAR files hold: dicts, lists, strings, bytes, numbers and
+    numpy arrays. Any other global (os.system, a class with a __reduce__, ...) is refused, so a
+    planted "dataset" cannot run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # how protocol-2 pickles from Python 3 spell bytes
+
+    def find_class(self, module: str, name: str):  # type: ignore[override]
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}: not part of a CIFAR file")
+
+
 def _read_pickle(path: Path) -> dict:
     if not path.is_file():
         raise DataError(f"missing file {path}")
     try:
         with open(path, "rb") as fh:
-            return pickle.load(fh, encoding="latin1")
+            entry = _CifarUnpickler(fh, encoding="latin1").load()
+        if not isinstance(entry, dict):
+            raise pickle.UnpicklingError(f"holds a {type(entry).__name__}, not a dict")
+        return entry
     except Exception as exc:
         raise DataError(f"{path} is not a readable CIFAR pickle ({type(exc).__name__}: {exc})") \
             from exc
@@ -282,142 +333,23 @@ def _decode(files: Sequence[tuple[Path, int]]) -> Split:
     import numpy as np
     from PIL import Image
 
-    images = []
-    for path, _ in files:
+    if not files:
+        raise DataError("no images found")
+    # Streamed into one preallocated tensor: a list of images and its stack would be 2x the split.
+    images = torch.empty((len(files), 3, 64, 64), dtype=torch.uint8)
+    for i, (path, _) in enumerate(files):
         if not path.is_file():
             raise DataError(f"missing image {path}")
         with Image.open(path) as im:
             img = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
         if img.shape != (3, 64, 64):
             raise DataError(f"{path} is {tuple(img.shape)}; expected 3x64x64")
-        images.append(img)
-    if not images:
-        raise DataError("no images found")
-    return Split(torch.stack(images).contiguous(),
-                 torch.tensor([y for _, y in files], dtype=torch.int64))
+        images[i] = img
+    return Split(images, torch.tensor([y for _, y in files], dtype=torch.int64))
 
 
 register_dataset(DatasetSpec("tinyimagenet", 200, 3, 64, _load_tinyimagenet,
                              default_temperature=5.0))
-
-
-# ---------------------------------------------------------------------------------------------
-# The device-resident loader
-
-
-class Batch(NamedTuple):
-    x: torch.Tensor  # float, normalised, on the device
-    y: torch.Tensor  # int64 labels
-    idx: torch.Tensor  # positions in the split (for per-sample state such as PS-KD's table)
-
-
-IndexSampler = Callable[[int, torch.Generator], list[torch.Tensor]]
-"""(epoch, generator) -> the epoch's batches as index tensors; lets a method pair samples."""
-
-
-class DeviceLoader:
-    """The whole split lives on the device as uint8; crop, flip and normalisation run per batch."""
-
-    def __init__(self, split: Split, bundle: DataBundle, batch_size: int, *, train: bool,
-                 seed: int = 0, device: torch.device | str = "cpu", channels_last: bool = False,
-                 sampler: IndexSampler | None = None):
-        self.device = torch.device(device)
-        self.split = split.to(self.device)
-        self.batch_size = batch_size
-        self.train = train
-        self.pad = bundle.spec.crop_padding if train else 0
-        self.flip = bundle.spec.flip and train
-        self.channels_last = channels_last
-        self.sampler = sampler
-        self.generator = torch.Generator().manual_seed(seed)
-        self.epoch = 0
-        shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(bundle.mean, device=self.device).view(shape) * 255.0
-        self.inv_std = 1.0 / (torch.tensor(bundle.std, device=self.device).view(shape) * 255.0)
-
-    def index_batches(self) -> list[torch.Tensor]:
-        n = len(self.split)
-        if self.sampler is not None:
-            return self.sampler(self.epoch, self.generator)
-        if not self.train:
-            return list(torch.arange(n).split(self.batch_size))
-        batches = list(torch.randperm(n, generator=self.generator).split(self.batch_size))
-        # A last batch of one sample breaks BatchNorm, and a ragged one adds noise: drop it.
-        if len(batches) > 1 and len(batches[-1]) < self.batch_size:
-            batches.pop()
-        return batches
-
-    def __len__(self) -> int:
-        n = len(self.split)
-        if self.sampler is not None:  # ask it, on a copy of the generator: nothing is consumed
-            probe = torch.Generator().set_state(self.generator.get_state())
-            return len(self.sampler(self.epoch, probe))
-        if self.train and n > self.batch_size:
-            return n // self.batch_size
-        return -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[Batch]:
-        batches = self.index_batches()
-        self.epoch += 1
-        if not batches:
-            return
-        total = sum(len(b) for b in batches)
-        # All of the epoch's random numbers are drawn at once on the host and moved in one copy.
-        if self.pad:
-            shifts = torch.randint(0, 2 * self.pad + 1, (2, total), generator=self.generator)
-        if self.flip:
-            flips = torch.rand(total, generator=self.generator) < 0.5
-        index = torch.cat(batches).to(self.device, non_blocking=True)
-        extras = []
-        if self.pad:
-            extras.append(shifts.to(self.device, non_blocking=True))
-        if self.flip:
-            extras.append(flips.to(self.device, non_blocking=True))
-        windows = self.split.crop_windows(self.pad, self.flip) if self.pad or self.flip else None
-        start = 0
-        for b in batches:
-            sl = slice(start, start + len(b))
-            start += len(b)
-            idx = index[sl]
-            if windows is None:
-                images = self.split.images[idx]
-            else:
-                images = gather_crops(windows, idx, self.pad, extras[0][:, sl] if self.pad else None,
-                                      extras[-1][sl] if self.flip else None)
-            x = (images.float() - self.mean) * self.inv_std
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield Batch(x, self.split.labels[idx], idx)
-
-
-def crop_windows(images: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
-    """Every `pad`-shifted crop of every zero-padded image, and of its mirror when `flip`, as one
-    strided view of shape (1 or 2, N, C, 2·pad+1, 2·pad+1, H, W).
-
-    Indexing whole windows of this view is one gather per batch with no per-pixel index
-    tensors: 4× the images/s of building row and column indices on the CPU. It costs memory:
-    the padded copy, and the mirrored one when flipping (3.1× the split for CIFAR, 40×40 / 32×32
-    twice)."""
-    _, _, h, w = images.shape
-    padded = F.pad(images, (pad, pad, pad, pad)) if pad else images
-    stack = torch.stack([padded, padded.flip(3)]) if flip else padded.unsqueeze(0)
-    return stack.unfold(3, h, 1).unfold(4, w, 1)
-
-
-def gather_crops(windows: torch.Tensor, idx: torch.Tensor, pad: int, shifts: torch.Tensor | None,
-                 flips: torch.Tensor | None) -> torch.Tensor:
-    """The crops of images `idx` at offsets `shifts` (2 x B: rows, cols), mirrored where `flips`.
-
-    A mirrored image's crop at column offset c is the mirror of the original's crop at 2·pad − c,
-    so the result is bit for bit the mirror of the unmirrored crop (tests/test_data.py
-    checks it against a per-pixel reference)."""
-    b = len(idx)
-    rows = shifts[0] if shifts is not None else idx.new_zeros(b)
-    cols = shifts[1] if shifts is not None else idx.new_zeros(b)
-    if flips is None:
-        return windows[0, idx, :, rows, cols]
-    cols = torch.where(flips, 2 * pad - cols, cols)
-    return windows[flips.long(), idx, :, rows, cols]
 
 
 def dataset_fingerprint(bundle: DataBundle) -> str:
@@ -428,3 +360,7 @@ def dataset_fingerprint(bundle: DataBundle) -> str:
         h.update(split.images[:: max(1, len(split) // 64)].cpu().numpy().tobytes())
         h.update(split.labels.cpu().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+# The loader lives in bench/loader.py; these names stay importable from here.
+from bench.loader import Batch, DeviceLoader, IndexSampler, gather_crops  # noqa: E402,F401

@@ -17,7 +17,7 @@ from bench.cell import RunOptions
 from bench.config import RunConfig
 from bench.console import first_line, progress_bar
 from bench.locked import Outcome, pending, run_one_locked
-from bench.store import ResultStore
+from bench.store import ResultStore, StorageFull
 
 if TYPE_CHECKING:
     from bench.slurm.profile import ClusterProfile
@@ -79,6 +79,8 @@ def run_local(cells: Sequence[RunConfig], store: ResultStore, options: RunOption
             cfg = futures[future]
             try:
                 action, error = future.result()
+            except StorageFull:
+                raise  # a full disk stops the run with one line (bench.guards)
             except Exception as exc:  # the worker died (killed, out of memory): no record
                 action, error = "failed", f"worker process ended: {type(exc).__name__}: {exc}"
             getattr(outcome, action).append(cfg.id)  # ran, failed, skipped or busy

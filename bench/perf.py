@@ -41,6 +41,7 @@ TARGETS = {
     "memory": ("peak RSS of the quick grid (GiB)", "< 2 GiB"),
     "precision": ("training at a precision / memory format vs fp32 contiguous (images/s)",
                   "auto: resnet20 >= 1.8x, resnet18 >= 2x"),
+    "lean-loader": ("training, per-batch crops / whole-split crop windows (images/s)", ">= 0.95x"),
 }
 
 
@@ -298,6 +299,58 @@ def quick_grid_memory() -> float:
 # --- the table ----------------------------------------------------------------------------------
 
 
+class _WindowedLoader(DeviceLoader):
+    """The loader before issue 17, kept as the baseline of the lean-loader row: every shifted
+    crop of the zero-padded split and of its mirror as one strided view, built once per split
+    (2.5x the split's memory for 64x64 images with pad 4)."""
+
+    windows: dict[int, torch.Tensor] = {}
+
+    def _crops(self, idx, shifts, flips):
+        images, pad = self.split.images, self.pad
+        key = id(images)
+        if key not in self.windows:
+            self.windows.clear()
+            _, _, h, w = images.shape
+            padded = nn.functional.pad(images, (pad, pad, pad, pad)) if pad else images
+            stack = torch.stack([padded, padded.flip(3)]) if self.flip else padded.unsqueeze(0)
+            self.windows[key] = stack.unfold(3, h, 1).unfold(4, w, 1)
+        win = self.windows[key]
+        rows = shifts[0] if shifts is not None else idx.new_zeros(len(idx))
+        cols = shifts[1] if shifts is not None else idx.new_zeros(len(idx))
+        if flips is None:
+            return win[0, idx, :, rows, cols]
+        cols = torch.where(flips, 2 * pad - cols, cols)
+        return win[flips.long(), idx, :, rows, cols]
+
+
+def lean_loader(device: str, repeats: int, n: int = 4096, size: int = 64,
+                model_name: str = "smallcnn") -> tuple[float, float]:
+    """Images/s of a training epoch (Trainer.fit) with the per-batch crops against the windowed
+    loader, TinyImageNet-shaped (64x64, pad 4, flip) by default."""
+    import bench.trainer as trainer_module
+
+    data = cifar_like(n, classes=200, size=size)
+    trainer = Trainer(data, device, progress=False)
+    torch.manual_seed(0)
+    model = trainer.prepare(build_model(model_name, 200, 3, size))
+    phase = Phase("bench", 1, batch_size=128)
+
+    def with_loader(cls):
+        def run():
+            trainer_module.DeviceLoader = cls
+            try:
+                trainer.fit(model, phase)
+            finally:
+                trainer_module.DeviceLoader = DeviceLoader
+        return run
+
+    lean, windowed = alternate(timed(with_loader(DeviceLoader), trainer.sync),
+                               timed(with_loader(_WindowedLoader), trainer.sync), repeats)
+    _WindowedLoader.windows.clear()
+    return n / lean, n / windowed
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__)
     p.add_argument("--device", default="cpu")
@@ -363,6 +416,11 @@ def main(argv=None) -> int:
             row("colt", f"tg-oneshot {what}: {t[key]:.1f} s",
                 f"colt: {t['colt']:.1f} s ({t['colt_rounds']} rounds of {t['round_epochs']} "
                 f"epochs)", f"{t['colt'] / t[key]:.1f}x")
+    if "lean-loader" in rows:
+        for size, model in ((64, "smallcnn"), (32, "resnet20")):
+            lean, windowed = lean_loader(args.device, args.repeats, size=size, model_name=model)
+            row("lean-loader", f"{size}x{size} {model}: {lean:,.0f} img/s",
+                f"{windowed:,.0f} img/s", f"{lean / windowed:.3f}x")
     if "memory" in rows:
         gib = quick_grid_memory()
         row("memory", f"{gib:.2f} GiB", "—", "—")

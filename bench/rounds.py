@@ -24,6 +24,7 @@ that the round's seconds are its own; `ctx.extra["rounds"]` holds the per-round 
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import torch
 
-from bench.store import atomic_torch_save
+from bench.store import DamagedFile, atomic_torch_save, safe_torch_load
 
 if TYPE_CHECKING:
     from bench.method import MethodContext
@@ -62,8 +63,12 @@ class RoundState:
         None when there is none or it belongs to another cell or format."""
         if not path.is_file():
             return None
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        if blob.get("version") != STATE_VERSION or blob.get("cell_id") != cell_id:
+        try:
+            blob = safe_torch_load(path)
+        except DamagedFile as exc:  # planted or cut: start the rounds again rather than trust it
+            logging.getLogger(__name__).warning("%s; the rounds start again", exc)
+            return None
+        if not isinstance(blob, dict) or blob.get("version") != STATE_VERSION or blob.get("cell_id") != cell_id:
             return None
         return cls(cell_id, blob["done"], blob["payload"], blob["records"], blob["phases"],
                    blob.get("torch_rng"))

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from bench import guards
 from bench.arguments import add_common, resolve_device, select_cells
 from bench.cli import OneLineParser, run_command
 
@@ -102,7 +103,7 @@ def print_profiles(args: argparse.Namespace, cells, store) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(_main, build_parser().parse_args(argv))
+    return guards.run_guarded(run_command, _main, build_parser().parse_args(argv))
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -111,15 +112,15 @@ def _main(args: argparse.Namespace) -> int:
 
     check_executor_args(args)
     grid, cells = select_cells(args)
+    guards.check_inputs(args, cells)
     store = ResultStore(args.results)
     if args.executor == "slurm":
-        from bench.arguments import check_device_name, status_command
+        from bench.arguments import status_command
         from bench.dispatch import run_slurm
         from bench.slurm import SubmissionError, check_partition, describe, load_profile, \
             require_sbatch
 
         profile = load_profile(args.cluster)
-        check_device_name(args.device)
     if args.dry_run:
         print_dry_run(grid, cells, store)
         if args.executor == "slurm":
@@ -147,6 +148,7 @@ def _main(args: argparse.Namespace) -> int:
         return code
     device = resolve_device(args.device)
     preflight_data(cells, args)
+    guards.check_data_fits(cells, args, device)
 
     from bench.dispatch import run_inprocess, run_local
 

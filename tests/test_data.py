@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.data import DataError, DeviceLoader, crop_windows, gather_crops, load_dataset
+from bench.data import DataError, DeviceLoader, gather_crops, load_dataset
 
 
 def write_cifar10(root, n_per_batch=20, n_test=30, columns=3072):
@@ -175,7 +175,7 @@ def test_random_crop_matches_a_manual_crop():
     images = torch.arange(2 * 3 * 5 * 5, dtype=torch.uint8).view(2, 3, 5, 5)
     shifts = torch.tensor([[0, 3], [2, 1]])  # rows, cols per image
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
-    loader_path = gather_crops(crop_windows(images, 2, False), torch.arange(2), 2, shifts, None)
+    loader_path = gather_crops(images, torch.arange(2), 2, shifts, None)
     for out in (random_crop(images, 2, shifts), loader_path):
         assert torch.equal(out[0], padded[0, :, 0:5, 2:7])
         assert torch.equal(out[1], padded[1, :, 3:8, 1:6])
@@ -234,13 +234,13 @@ def test_crop_and_flip_in_one_gather():
     shifts = torch.tensor([[1, 0], [0, 2]])
     flips = torch.tensor([True, False])
     padded = torch.nn.functional.pad(images, (1, 1, 1, 1))
-    loader_path = gather_crops(crop_windows(images, 1, True), torch.arange(2), 1, shifts, flips)
+    loader_path = gather_crops(images, torch.arange(2), 1, shifts, flips)
     for out in (random_crop(images, 1, shifts, flips), loader_path):
         assert torch.equal(out[0], padded[0, :, 1:5, 0:4].flip(2))
         assert torch.equal(out[1], padded[1, :, 0:4, 2:6])
     both = torch.tensor([True, True])
     assert torch.equal(random_crop(images, 0, None, both), images.flip(3))
-    assert torch.equal(gather_crops(crop_windows(images, 0, True), torch.arange(2), 0, None, both),
+    assert torch.equal(gather_crops(images, torch.arange(2), 0, None, both),
                        images.flip(3))
 
 
@@ -252,18 +252,39 @@ def test_window_gather_equals_the_reference_crop(pad, flip):
     idx = torch.tensor([4, 0, 8, 4, 2, 7])
     shifts = torch.randint(0, 2 * pad + 1, (2, len(idx)), generator=g)
     flips = torch.rand(len(idx), generator=g) < 0.5 if flip else None
-    got = gather_crops(crop_windows(images, pad, flip), idx, pad, shifts, flips)
+    got = gather_crops(images, idx, pad, shifts, flips)
     assert torch.equal(got, random_crop(images[idx], pad, shifts, flips))
     if flip:  # both branches really ran
         assert 0 < int(flips.sum()) < len(idx)
 
 
-def test_the_windows_are_built_once_per_split():
+def test_the_loader_keeps_no_copy_of_the_split():
+    """No padded or mirrored copy of the split is built: the loader's only large tensor is the
+    split itself (the memory of a TinyImageNet cell depends on it)."""
     b = load_dataset("synthetic")
-    pad, flip = b.spec.crop_padding, b.spec.flip
-    first = b.train.crop_windows(pad, flip)
-    assert first.shape == (2, len(b.train), 3, 2 * pad + 1, 2 * pad + 1, 8, 8)
-    assert b.train.to("cpu") is b.train
-    list(DeviceLoader(b.train, b, 64, train=True))
-    assert b.train.crop_windows(pad, flip) is first
-    assert b.train.crop_windows(pad, False).shape[0] == 1  # another augmentation replaces it
+    loader = DeviceLoader(b.train, b, 64, train=True)
+    assert loader.split is b.train and b.train.to("cpu") is b.train
+    held = [v for v in vars(loader).values() if isinstance(v, torch.Tensor)]
+    assert all(t.numel() <= 3 for t in held)  # mean and 1/std
+    list(loader)
+    held = [v for v in vars(loader).values() if isinstance(v, torch.Tensor)]
+    assert all(t.numel() <= 3 for t in held) and not vars(b.train).get("_windows")
+
+
+def test_large_splits_are_carved_in_place_with_the_same_rows_and_statistics(monkeypatch):
+    """TinyImageNet takes the large-split path: in-place carving and chunked integer sums."""
+    import bench.data as data
+
+    small = load_dataset("synthetic")
+    monkeypatch.setattr(data, "LARGE_SPLIT", 0)
+    large = load_dataset("synthetic")
+    for a, b in ((small.train, large.train), (small.val, large.val), (small.test, large.test)):
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert large.mean != small.mean  # really the other path, and yet the same numbers:
+    assert large.mean == pytest.approx(small.mean, abs=1e-6)
+    assert large.std == pytest.approx(small.std, abs=1e-6)
+    images = torch.randint(0, 256, (5000, 3, 4, 4), dtype=torch.uint8)
+    mean, std = data.channel_stats(images)
+    ref = images.double() / 255
+    assert mean == pytest.approx(ref.mean(dim=(0, 2, 3)).tolist(), abs=1e-12)
+    assert std == pytest.approx(ref.std(dim=(0, 2, 3)).tolist(), abs=1e-12)

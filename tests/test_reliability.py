@@ -169,8 +169,8 @@ def test_same_cell_twice_is_bit_identical_on_cpu(tmp_path):
     assert a["status"] == b["status"] == "ok"
     assert a["accuracy"] == b["accuracy"]
     assert a["sparsity"]["layers"] == b["sparsity"]["layers"]
-    sa = torch.load(ResultStore(tmp_path / "a").checkpoint_path(cfg.id), weights_only=False)
-    sb = torch.load(ResultStore(tmp_path / "b").checkpoint_path(cfg.id), weights_only=False)
+    sa = torch.load(ResultStore(tmp_path / "a").checkpoint_path(cfg.id), weights_only=True)
+    sb = torch.load(ResultStore(tmp_path / "b").checkpoint_path(cfg.id), weights_only=True)
     for key in sa["state_dict"]:
         assert torch.equal(sa["state_dict"][key], sb["state_dict"][key]), key
 
