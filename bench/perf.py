@@ -3,32 +3,30 @@
 Every row compares the harness with a baseline on the same data, model and device, alternating
 the two and taking the median of several repeats, so the ratio survives a noisy machine better
 than either number alone. Use `--device cuda` (and `--compile`) to read the same table on a GPU.
-About 370 lines: one function per row and the table; the precision row's helpers live in
-bench/perf_precision.py.
+About 390 lines, kept as one file: one function per row plus the table, each row read alone; the shared timers are in bench/perf_timing.py and the
+precision row's helpers in bench/perf_precision.py.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from bench.data import DataBundle, DatasetSpec, DeviceLoader, Split
+from bench.data import DeviceLoader
 from bench.masks import attach_mask, global_topk_mask, magnitude_scores
 from bench.models import build_model
+from bench.perf_timing import alternate, cifar_like, interleave, timed  # noqa: F401 (re-exported)
 from bench.trainer import Phase, Trainer
 
 if TYPE_CHECKING:
     from bench.config import RunConfig
-
-K = TypeVar("K")
 
 TARGETS = {
     "throughput": ("harness / bare loop (images/s)", ">= 0.95x"),
@@ -43,47 +41,6 @@ TARGETS = {
                   "auto: resnet20 >= 1.8x, resnet18 >= 2x"),
     "lean-loader": ("training, per-batch crops / whole-split crop windows (images/s)", ">= 0.95x"),
 }
-
-
-def cifar_like(n: int, classes: int = 10, size: int = 32, seed: int = 0) -> DataBundle:
-    g = torch.Generator().manual_seed(seed)
-    split = Split(torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8),
-                  torch.randint(0, classes, (n,), generator=g))
-    empty = Split(split.images[:0], split.labels[:0])
-    spec = DatasetSpec("cifar-like", classes, 3, size, load=lambda root, dl: (split, split))
-    return DataBundle(spec, split, empty, split, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-
-
-def alternate(a: Callable[[], float], b: Callable[[], float], repeats: int) -> tuple[float, float]:
-    """Median of `repeats` runs of each, interleaved a, b, a, b, ... after one warm-up each."""
-    a(), b()
-    ta, tb = [], []
-    for _ in range(repeats):
-        ta.append(a())
-        tb.append(b())
-    return statistics.median(ta), statistics.median(tb)
-
-
-def interleave(fns: Mapping[K, Callable[[], float]], repeats: int) -> dict[K, float]:
-    """`alternate` for any number of contenders: one warm-up each, then `repeats` rounds that run
-    each once in turn; the median per contender."""
-    for fn in fns.values():
-        fn()
-    times: dict[K, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            times[k].append(fn())
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
-def timed(fn: Callable[[], None], sync: Callable[[], None]) -> Callable[[], float]:
-    def run() -> float:
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        return time.perf_counter() - t0
-    return run
 
 
 # --- rows ---------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 import torch
 
 from bench.models import build_model
-from bench.perf import cifar_like, interleave, timed
+from bench.perf_timing import cifar_like, interleave, timed
 from bench.precision import BF16_CPU_FLAGS, cpu_flags
 from bench.trainer import Phase, Trainer
 
