@@ -22,7 +22,8 @@ from torch import nn
 from bench import catalog
 from bench.cache import CacheEntry, PhaseCache
 from bench.config import RunConfig
-from bench.data import DataBundle, IndexSampler, dataset_fingerprint, load_dataset
+from bench.data import DataBundle, dataset_fingerprint, load_dataset
+from bench.loader import IndexSampler
 from bench.flops import cost_accounting
 from bench.masks import Accounting, prepare_for_state_dict, prune_model, verify_mask
 from bench.method import UnreachableTarget

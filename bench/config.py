@@ -29,7 +29,7 @@ class RunConfig:
     teacher: str = "resnet32"
     sparsity: float = 0.9
     seed: int = 0
-    temperature: float | None = None  # None: the dataset's default (METHODS.md section 1)
+    temperature: float | None = None  # None: the dataset's default (docs/methods.md, tg-oneshot)
     alpha: float = 0.9
     # Per-phase budgets in epochs. Which phases a method uses is the method's business.
     teacher_epochs: int = 15

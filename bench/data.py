@@ -361,6 +361,3 @@ def dataset_fingerprint(bundle: DataBundle) -> str:
         h.update(split.labels.cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
-
-# The loader lives in bench/loader.py; these names stay importable from here.
-from bench.loader import Batch, DeviceLoader, IndexSampler, gather_crops  # noqa: E402,F401

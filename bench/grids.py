@@ -188,7 +188,7 @@ class MethodAwareGrid(Grid):
 
 PAPER_DATASETS = ("cifar10", "cifar100", "tinyimagenet")
 # Union of the paper's radar levels (50, 75, 90, 94, 98 %) and the EPSD family's curve levels
-# 1 − 0.8^k (36, 59, 79, 89→0.9, 95 %); METHODS.md section 1.
+# 1 − 0.8^k (36, 59, 79, 89→0.9, 95 %); docs/methods.md, tg-oneshot.
 PAPER_SPARSITIES = (0.36, 0.5, 0.59, 0.75, 0.79, 0.9, 0.94, 0.95, 0.98)
 COLT_SPARSITY = 0.977  # the wall-clock comparison against COLT is printed at 97.7 %
 PAPER_SEEDS = (0, 1, 2)
@@ -202,18 +202,18 @@ PAPER_METHODS = (
 # weights (docs/methods.md, "Sparsity accounting"). Its TinyImageNet 98 % cells cannot reach that;
 # --dry-run marks them UNREACHABLE and a run fails them at their start, before any training.
 
-# Budgets. The paper's own epoch counts are not in METHODS.md (only its printed accuracies and
-# minutes), so they come from the recipes METHODS.md does give, and from standard CIFAR training:
-# - student ResNet-18 (CIFAR variant), teacher ResNet-50 (CIFAR variant; METHODS.md section 1's
+# Budgets. The paper's own epoch counts are not printed in the paper (only its printed accuracies and
+# minutes), so they come from the recipes the papers do give (docs/methods.md), and from standard CIFAR training:
+# - student ResNet-18 (CIFAR variant), teacher ResNet-50 (CIFAR variant; docs/methods.md, tg-oneshot's
 #   default teacher);
 # - teacher 200 epochs, SGD lr 0.1, momentum 0.9, wd 5e-4, batch 128, cosine: the usual CIFAR
 #   ResNet recipe (the harness's one trainer, schedule and weight decay for every method: the fair-
 #   comparison rule; the originals' step milestones are not reproduced);
-# - dense_epochs 160: EGP's per-round recipe (160 epochs, METHODS.md section 5) for the dense
+# - dense_epochs 160: EGP's per-round recipe (160 epochs, docs/methods.md, egp) for the dense
 #   network, reused for tg-oneshot's teacher-guided dense student, so magnitude, random, EGP and
 #   tg-oneshot start from equally trained dense networks;
 # - sparse_epochs 50 for retraining/fine-tuning after one-shot pruning and for COLT's final
-#   ticket: COLT's per-round recipe (50 epochs, METHODS.md section 4);
+#   ticket: COLT's per-round recipe (50 epochs, docs/methods.md, colt);
 # - EPSD family: sparse_epochs 200 (they train the sparse net from initialisation; CS-KD's and
 #   DLB's CIFAR recipes train ~200–240 epochs), i.e. about the 160 + 50 epochs that one-shot
 #   methods spend on dense training plus retraining;

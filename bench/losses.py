@@ -62,7 +62,7 @@ def teacher_guided_loss(student: torch.Tensor, teacher: torch.Tensor, labels: to
 
 
 # ---------------------------------------------------------------------------------------------
-# Self-distillation losses (METHODS.md section 3): CS-KD, PS-KD, DLB. The "teacher" side of each
+# Self-distillation losses (docs/methods.md, the EPSD family): CS-KD, PS-KD, DLB. The "teacher" side of each
 # is the network itself at another input or another time, always detached.
 
 

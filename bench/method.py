@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
     from bench.cache import CacheEntry
     from bench.config import RunConfig
-    from bench.data import DataBundle, IndexSampler
+    from bench.data import DataBundle
+    from bench.loader import IndexSampler
     from bench.trainer import Hook, Objective, Phase, PhaseResult, Trainer
 
 

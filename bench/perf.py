@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from bench.data import DeviceLoader
+from bench.loader import DeviceLoader
 from bench.masks import attach_mask, global_topk_mask, magnitude_scores
 from bench.models import build_model
 from bench.perf_timing import alternate, cifar_like, interleave, timed  # noqa: F401 (re-exported)
@@ -213,7 +213,7 @@ def colt_against_oneshot(device: str, sparsity: float = 0.977,
     the quick budgets, with every COLT round training as long as tg-oneshot's one retraining
     (round_epochs = sparse_epochs: matched per-round budgets, as the paper grid sets them).
     Returns COLT's total, tg-oneshot's total (teacher and dense student included), the same without
-    the teacher (trained once per dataset and reported separately, METHODS.md's fair-comparison
+    the teacher (trained once per dataset and reported separately, docs/methods.md's fair-comparison
     rule), and tg-oneshot's own per-cell cost (what one more sparsity adds to a grid that shares
     the teacher and the dense student)."""
     from bench.config import RunConfig

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-RADAR_LEVELS = (0.5, 0.75, 0.9, 0.94, 0.98)  # the paper's radar figure (METHODS.md section 1)
+RADAR_LEVELS = (0.5, 0.75, 0.9, 0.94, 0.98)  # the paper's radar figure (docs/methods.md, tg-oneshot)
 
 
 def _pyplot():

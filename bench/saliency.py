@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from bench.data import Batch
+from bench.loader import Batch
 from bench.masks import prunable_modules
 
 Forward = Callable[[torch.Tensor], torch.Tensor]

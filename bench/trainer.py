@@ -21,7 +21,8 @@ from typing import Any, Iterable, Protocol
 import torch
 from torch import nn
 
-from bench.data import Batch, DataBundle, DeviceLoader, IndexSampler, Split
+from bench.data import DataBundle, Split
+from bench.loader import Batch, DeviceLoader, IndexSampler
 from bench.losses import cross_entropy
 from bench.masks import apply_mask, get_mask, mask_gradients, verify_mask
 from bench.precision import MEMORY_FORMATS, fp32_math, resolve_memory_format, resolve_precision

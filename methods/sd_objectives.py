@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import Batch
+from bench.loader import Batch
 from bench.losses import cross_entropy, cskd_loss, dlb_loss, pskd_alpha, pskd_loss
 from bench.trainer import Hook, TrainState
 

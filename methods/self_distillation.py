@@ -1,4 +1,4 @@
-"""The EPSD family (docs/methods-epsd.md): prune at initialisation, then train the sparse network
+"""The EPSD family (docs/methods.md (its EPSD-family section)): prune at initialisation, then train the sparse network
 with self-distillation (SD). Chen et al., "Early Pruning with Self-Distillation", AAAI 2024.
 
     1. θ0 = the seeded initialisation (no dense phase).
@@ -24,7 +24,7 @@ The three SD methods, each an objective (methods/sd_objectives.py) and a batchin
            L = CE(batch) + α τ² KL(p_τ(prev) ‖ p_τ(repeat)), τ = 3, α = 1.
 Every sample is new once per epoch: ⌈N/B⌉ steps (`total`: ⌈N/(B/2)⌉), the last chunk filled up
 from the epoch's first samples. Where the official code differs (CS-KD's separate no-grad partner
-pass, DLB's chain across epochs, ragged last batches) docs/methods-epsd.md says why.
+pass, DLB's chain across epochs, ragged last batches) docs/methods.md (its EPSD-family section) says why.
 
 `epsd` at initialisation, where an SD method has no history yet:
     CS-KD: its objective on pair batches (partners are the teacher, detached).
@@ -44,7 +44,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from bench.data import Batch, IndexSampler
+from bench.loader import Batch, IndexSampler
 from bench.method import Option, register_method
 from bench.registry import UsageError
 from bench.saliency import META_GRADS, meta_gradient_scores, normalize_by_sum

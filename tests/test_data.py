@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.data import DataError, DeviceLoader, gather_crops, load_dataset
+from bench.data import DataError, load_dataset
+from bench.loader import DeviceLoader, gather_crops
 
 
 def write_cifar10(root, n_per_batch=20, n_test=30, columns=3072):

@@ -22,7 +22,7 @@ T = [[2.0, 0.0, 1.0], [1.0, 1.0, 2.5]]
 
 
 def hand_norm(rows, mode):
-    """The reference formulas of docs/methods-epsd.md, in plain Python."""
+    """The reference formulas of docs/methods.md (its EPSD-family section), in plain Python."""
     if mode in ("sample", "sample-pop"):
         out = []
         for row in rows:

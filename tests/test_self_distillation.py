@@ -12,7 +12,7 @@ import methods.self_distillation as sd
 from bench.cache import PhaseCache
 from bench.cell import CellContext, cached_dataset, run_cell
 from bench.config import RunConfig
-from bench.data import Batch
+from bench.loader import Batch
 from bench.masks import MASK_BUFFER, global_topk_mask, keep_count, prunable_modules
 from bench.models import build_model
 from bench.registry import UsageError

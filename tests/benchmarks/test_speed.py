@@ -8,7 +8,7 @@ ratio table of `python -m bench.perf` measures the same pairs interleaved.
 import pytest
 import torch
 
-from bench.data import DeviceLoader
+from bench.loader import DeviceLoader
 from bench.importance import ImportanceEMA
 from bench.masks import attach_mask, global_topk_mask, magnitude_scores
 from bench.models import build_model
