@@ -1,7 +1,9 @@
-"""Datasets as uint8 image tensors + labels, and a loader that keeps the whole split on the device.
+"""Datasets as uint8 image tensors + labels (the loader that batches them is bench/loader.py).
 
 Every dataset yields (train, test); the validation split is carved from the training set with a
-fixed generator, so it is identical for every method, seed and grid.
+fixed generator, so it is identical for every method, seed and grid. About 365 lines, kept in one
+file: each built-in dataset's reader (digits, CIFAR's restricted unpickler, TinyImageNet's
+streaming decode) sits beside the split and statistics code they all share.
 """
 from __future__ import annotations
 

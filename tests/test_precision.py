@@ -267,7 +267,7 @@ def test_parity_rejects_bad_precision_lists(tmp_path):
 
 
 def test_the_slurm_status_hint_selects_the_same_precision():
-    from bench.slurm import status_command
+    from bench.arguments import status_command
 
     assert "--precision bf16" in status_command(build_parser().parse_args(["--precision", "bf16"]))
     assert "--precision" not in status_command(build_parser().parse_args([]))
