@@ -25,7 +25,7 @@ TOLERANCE_POINTS = 1.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench.run import add_common
+    from bench.arguments import add_common
 
     p = OneLineParser(prog="python -m bench.parity", description=__doc__.split("\n\n")[0])
     add_common(p)
@@ -38,13 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def interval95(values: Sequence[float]) -> tuple[float, float]:
-    """(mean, half-width) of the two-sided 95 % Student-t interval; half-width nan for one value."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, float("nan")
-    from scipy.stats import t
+    """(mean, half-width) of the two-sided 95 % Student-t interval (bench.stats.t_interval, the
+    report's); half-width nan for one value."""
+    from bench.stats import t_interval
 
-    return mean, t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    low, high = t_interval(values)
+    return statistics.fmean(values), (high - low) / 2
 
 
 def parity_table(ref: dict[tuple[str, float], list[float]], other: dict[tuple[str, float], list[float]],
@@ -85,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     from bench import run as bench_run
+    from bench.arguments import select_cells
     from bench.precision import record_precision
     from bench.store import ResultStore
 
@@ -114,7 +114,7 @@ def _main(args: argparse.Namespace) -> int:
         if code not in (0, 1):
             return code
         ns = bench_run.build_parser().parse_args(cmd)
-        _, cells = bench_run.select_cells(ns)
+        _, cells = select_cells(ns)
         tables[prec] = accuracies(out, [c.id for c in cells])
         records, _ = ResultStore(out).load_all([c.id for c in cells])
         resolved[prec] = sorted({record_precision(r) for r in records})
