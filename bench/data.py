@@ -1,9 +1,8 @@
 """Datasets as uint8 image tensors + labels (the loader that batches them is bench/loader.py).
 
 Every dataset yields (train, test); the validation split is carved from the training set with a
-fixed generator, so it is identical for every method, seed and grid. About 365 lines, kept in one
-file: each built-in dataset's reader (digits, CIFAR's restricted unpickler, TinyImageNet's
-streaming decode) sits beside the split and statistics code they all share.
+fixed generator, so it is identical for every method, seed and grid. Datasets stored as image
+files (TinyImageNet, `imagefolder:PATH`) live in bench/folders.py.
 """
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ import hashlib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 
@@ -95,6 +94,28 @@ LARGE_SPLIT = 1 << 28
 """Elements (uint8) above which a training split is carved in place and its statistics are summed
 in chunks: TinyImageNet (1.1e9) is above, CIFAR (1.4e8) and digits below, so their normalisation
 and hence their results are unchanged, bit for bit."""
+
+
+SUBSET_SEED = 20261130
+
+
+def train_subset(bundle: DataBundle, fraction: float) -> DataBundle:
+    """`fraction` of the training split, stratified by class: the same images for every method,
+    seed and grid (a fixed generator, not the cell's seed), so that cells on a subset stay
+    comparable. Each class keeps round(fraction * its count), at least one image; validation and
+    test splits are untouched, and the normalisation statistics stay those of the full split."""
+    if fraction >= 1.0:
+        return bundle
+    g = torch.Generator().manual_seed(SUBSET_SEED)
+    labels = bundle.train.labels.cpu()
+    order = torch.randperm(len(labels), generator=g)
+    keep = []
+    for c in labels.unique().tolist():
+        members = order[labels[order] == c]
+        keep.append(members[:max(1, round(fraction * len(members)))])
+    index = torch.cat(keep).sort().values
+    return DataBundle(bundle.spec, bundle.train.subset(index.to(bundle.train.labels.device)),
+                      bundle.val, bundle.test, bundle.mean, bundle.std)
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -279,79 +300,6 @@ def _load_cifar100(root: Path | None, download: bool) -> tuple[Split, Split]:
 
 register_dataset(DatasetSpec("cifar10", 10, 3, 32, _load_cifar10))
 register_dataset(DatasetSpec("cifar100", 100, 3, 32, _load_cifar100))
-
-
-# ---------------------------------------------------------------------------------------------
-# TinyImageNet-200: folder of JPEGs, decoded once and cached as a tensor file beside it
-
-TINY_CACHE = "prunebench-decoded-v1.pt"
-
-
-def _load_tinyimagenet(root: Path | None, download: bool) -> tuple[Split, Split]:
-    if root is None:
-        raise DataError("tinyimagenet needs --data-root DIR holding tiny-imagenet-200/")
-    if download:
-        raise DataError("tinyimagenet has no downloader here; unpack tiny-imagenet-200.zip "
-                        "under --data-root")
-    folder = root / "tiny-imagenet-200" if (root / "tiny-imagenet-200").is_dir() else root
-    wnids_file = folder / "wnids.txt"
-    if not wnids_file.is_file():
-        raise DataError(f"missing file {wnids_file} (expected the tiny-imagenet-200/ layout)")
-    cache = folder / TINY_CACHE
-    if cache.is_file():
-        try:
-            blob = torch.load(cache, weights_only=True)
-            return Split(blob["train_x"], blob["train_y"]), Split(blob["test_x"], blob["test_y"])
-        except Exception:
-            pass  # a truncated cache is rebuilt below
-    wnids = [w.strip() for w in wnids_file.read_text().split() if w.strip()]
-    index = {w: i for i, w in enumerate(wnids)}
-    train_files: list[tuple[Path, int]] = []
-    for wnid in wnids:
-        image_dir = folder / "train" / wnid / "images"
-        if not image_dir.is_dir():
-            raise DataError(f"missing folder {image_dir}")
-        train_files += [(p, index[wnid]) for p in sorted(image_dir.glob("*.JPEG"))]
-    ann = folder / "val" / "val_annotations.txt"
-    if not ann.is_file():
-        raise DataError(f"missing file {ann}")
-    val_files: list[tuple[Path, int]] = []
-    for line in ann.read_text().splitlines():
-        parts = line.split("\t")
-        if len(parts) < 2:
-            continue
-        if parts[1] not in index:
-            raise DataError(f"{ann}: class {parts[1]!r} is not in wnids.txt")
-        val_files.append((folder / "val" / "images" / parts[0], index[parts[1]]))
-    train, test = _decode(train_files), _decode(val_files)
-    from bench.store import atomic_torch_save
-
-    atomic_torch_save({"train_x": train.images, "train_y": train.labels,
-                        "test_x": test.images, "test_y": test.labels}, cache)
-    return train, test
-
-
-def _decode(files: Sequence[tuple[Path, int]]) -> Split:
-    import numpy as np
-    from PIL import Image
-
-    if not files:
-        raise DataError("no images found")
-    # Streamed into one preallocated tensor: a list of images and its stack would be 2x the split.
-    images = torch.empty((len(files), 3, 64, 64), dtype=torch.uint8)
-    for i, (path, _) in enumerate(files):
-        if not path.is_file():
-            raise DataError(f"missing image {path}")
-        with Image.open(path) as im:
-            img = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
-        if img.shape != (3, 64, 64):
-            raise DataError(f"{path} is {tuple(img.shape)}; expected 3x64x64")
-        images[i] = img
-    return Split(images, torch.tensor([y for _, y in files], dtype=torch.int64))
-
-
-register_dataset(DatasetSpec("tinyimagenet", 200, 3, 64, _load_tinyimagenet,
-                             default_temperature=5.0))
 
 
 def dataset_fingerprint(bundle: DataBundle) -> str:

@@ -27,6 +27,7 @@ def load_builtins() -> None:
     _loaded = True
     # Importing a built-in module registers what it defines (methods/ imports each method file).
     import bench.data  # noqa: F401
+    import bench.folders  # noqa: F401
     import bench.models  # noqa: F401
     import bench.grids  # noqa: F401
     import methods  # noqa: F401

@@ -25,6 +25,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._fill = fill
+        self._prefixes: dict[str, tuple[Callable[[str], T], Callable[[str], str]]] = {}
 
     def _filled(self) -> dict[str, T]:
         if self._fill is not None:
@@ -42,7 +43,31 @@ class Registry(Generic[T]):
             return obj
         return decorator
 
+    def register_prefix(self, prefix: str, factory: Callable[[str], T],
+                        canonical: Callable[[str], str] = str) -> None:
+        """Names `prefix + rest` are built on their first lookup by `factory(name)`, which raises
+        UsageError for a bad `rest`: entries such as image folders that are named by a path.
+        `canonical(name)` gives the one spelling stored in configs (e.g. an absolute path)."""
+        self._prefixes[prefix] = (factory, canonical)
+
+    def _prefixed(self, name: str) -> tuple[Callable[[str], T], Callable[[str], str]] | None:
+        return next((v for p, v in self._prefixes.items()
+                     if name.startswith(p) and len(name) > len(p)), None)
+
+    def _from_prefix(self, name: str) -> T | None:
+        found = self._prefixed(name)
+        if found is None:
+            return None
+        key = found[1](name)
+        if key not in self._items:
+            self._items[key] = found[0](key)
+        return self._items[key]
+
     def get(self, name: str) -> T:
+        self._filled()
+        built = self._from_prefix(name)
+        if built is not None:
+            return built
         key = self.canonical(name)
         if key not in self._filled():
             raise UnknownNameError(
@@ -52,6 +77,9 @@ class Registry(Generic[T]):
     def canonical(self, name: str) -> str:
         """Names are case-insensitive for users; registered spelling is canonical."""
         items = self._filled()
+        found = self._prefixed(name)
+        if found is not None:
+            return found[1](name)
         if name in items:
             return name
         for key in items:
@@ -60,13 +88,17 @@ class Registry(Generic[T]):
         return name
 
     def names(self) -> list[str]:
-        return sorted(self._filled())
+        items = self._filled()
+        return sorted(k for k in items if not any(k.startswith(p) for p in self._prefixes)) + \
+            [f"{p}..." for p in self._prefixes]
 
     def __contains__(self, name: str) -> bool:
+        if any(name.startswith(p) and len(name) > len(p) for p in self._prefixes):
+            return True  # a well-formed name; whether its target is valid, get() says
         return self.canonical(name) in self._filled()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.names())
+        return iter(sorted(self._filled()))
 
 
 def _origin(obj: object) -> str:

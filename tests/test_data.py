@@ -41,11 +41,15 @@ def write_cifar100(root, n_train=40, n_test=20):
     return folder
 
 
-def write_tinyimagenet(root, classes=3, per_class=4, n_val=5):
+def write_tinyimagenet(root, per_class=1, n_val=5, extra=()):
+    """The official layout with all 200 classes (tiny 64x64 noise images); `extra` adds wnids."""
     from PIL import Image
 
+    from bench.folders import TINY_WNIDS
+
     folder = root / "tiny-imagenet-200"
-    wnids = [f"n{i:08d}" for i in range(classes)]
+    wnids = list(TINY_WNIDS) + list(extra)
+    classes = len(wnids)
     (folder).mkdir(parents=True)
     (folder / "wnids.txt").write_text("\n".join(wnids) + "\n")
     rng = np.random.default_rng(2)
@@ -130,17 +134,22 @@ def test_cifar_bad_folders_say_what_is_wrong(tmp_path):
         load_dataset("cifar10", tmp_path / "t2")
 
 
-def test_tinyimagenet_layout_is_decoded_once_and_cached(tmp_path):
+def test_tinyimagenet_layout_is_decoded_once_and_cached(tmp_path, monkeypatch):
     folder = write_tinyimagenet(tmp_path)
     b = load_dataset("tinyimagenet", tmp_path)
     assert b.train.images.shape[1:] == (3, 64, 64)
-    assert len(b.train) + len(b.val) == 12 and len(b.test) == 5
-    assert b.test.labels.tolist() == [0, 1, 2, 0, 1]
-    cache = folder / "prunebench-decoded-v1.pt"
-    assert cache.is_file()
-    for p in (folder / "train").rglob("*.JPEG"):
-        p.unlink()  # the second load must come from the cache
-    again = load_dataset("tinyimagenet", tmp_path)
+    assert len(b.train) + len(b.val) == 200 and len(b.test) == 5
+    assert b.test.labels.tolist() == [0, 1, 2, 3, 4]
+    assert (folder / "prunebench-decoded.pt").is_file()
+
+    import bench.decoded
+
+    def no_decode(*a, **k):
+        raise AssertionError("decoded again although nothing changed")
+
+    monkeypatch.setattr(bench.decoded, "decode_images", no_decode)
+    monkeypatch.setattr("bench.folders.decode_images", no_decode)
+    again = load_dataset("tinyimagenet", tmp_path)  # the second load comes from the cache
     assert torch.equal(again.test.images, b.test.images)
 
 
