@@ -22,7 +22,7 @@ from torch import nn
 from bench import catalog
 from bench.cache import CacheEntry, PhaseCache
 from bench.config import RunConfig
-from bench.data import DataBundle, dataset_fingerprint, load_dataset
+from bench.data import DataBundle, dataset_fingerprint, load_dataset, train_subset
 from bench.loader import IndexSampler
 from bench.flops import cost_accounting
 from bench.masks import Accounting, prepare_for_state_dict, prune_model, verify_mask
@@ -30,6 +30,7 @@ from bench.method import UnreachableTarget
 from bench.models import build_model
 from bench.plugins import loaded_plugins
 from bench.precision import resolve_memory_format, resolve_precision
+from bench.registry import UsageError
 from bench.store import ResultStore, StorageFull, atomic_torch_save, safe_torch_load
 from bench.trainer import Hook, Objective, Phase, PhaseResult, Trainer, ce_objective
 
@@ -59,6 +60,7 @@ class CellContext:
     extra: dict[str, Any] = field(default_factory=dict)  # method-specific record fields
     expected_sparsity: float | None = None  # None: the method reports what it reached
     accounting: Accounting = Accounting()  # the weights the target is counted over
+    loaded: set[str] = field(default_factory=set)  # checkpoint fields the method used
 
     @property
     def options(self) -> dict[str, Any]:
@@ -118,6 +120,10 @@ class CellContext:
                     **key}
         if self.trainer.precision != "fp32":  # fp32 phases keep the keys they had before
             full_key["precision"] = self.trainer.precision
+        for name in ("teacher_checkpoint", "dense_checkpoint"):
+            # A loaded model is its own key: nothing downstream of it mixes with trained ones.
+            if getattr(self.config, name) is not None:
+                full_key[name] = getattr(self.config, name + "_sha256")
         entry = self.cache.get_or_compute(kind, full_key, compute)
         for name, rec in entry.meta.get("phases", {}).items():
             self.phases[name] = {**rec, "cached": entry.hit, "shared": True, "cache_key": entry.key_hash}
@@ -137,7 +143,10 @@ class CellContext:
             return ({"state_dict": _cpu_state(model)},
                     {"test_acc": acc, "phases": {"teacher": {**result.as_record()}}})
 
-        entry = self.cached_phase("teacher", key, compute)
+        if cfg.teacher_checkpoint is not None:
+            entry = self._loaded("teacher", cfg.teacher, seed_offset=1)
+        else:
+            entry = self.cached_phase("teacher", key, compute)
         model = self.make_model(cfg.teacher, seed_offset=1)
         model.load_state_dict(entry.payload["state_dict"])
         model.eval()
@@ -145,13 +154,45 @@ class CellContext:
             p.requires_grad_(False)
         self.extra["teacher"] = {"model": cfg.teacher, "test_acc": entry.meta["test_acc"],
                                  "seconds": entry.meta["phases"]["teacher"]["seconds"],
-                                 "epochs": cfg.teacher_epochs, "cached": entry.hit}
+                                 "epochs": entry.meta["phases"]["teacher"]["epochs"],
+                                 "cached": entry.hit, **entry.meta.get("checkpoint", {})}
         return model
+
+    def _loaded(self, role: str, arch: str, seed_offset: int = 0) -> CacheEntry:
+        """A model from the user's checkpoint, with its test accuracy measured once; recorded
+        like a phase of 0 epochs, so reports show where a teacher or dense model came from."""
+        name = f"{role}_checkpoint"
+        path, digest = getattr(self.config, name), getattr(self.config, name + "_sha256")
+
+        def compute(scratch: Path):
+            from bench.checkpoints import load_into
+            from bench.config import checkpoint_sha256
+
+            if checkpoint_sha256(path) != digest:
+                raise UsageError(f"{name}={path!r} changed since this cell was configured "
+                                 f"(sha256 {digest[:12]}...); configure the cell again")
+            model = self.make_model(arch, seed_offset=seed_offset)
+            load_into(model, path, name)
+            acc = self.trainer.accuracy(model, self.data.test)
+            return ({"state_dict": _cpu_state(model)},
+                    {"test_acc": acc, "checkpoint": {"checkpoint": str(path), "sha256": digest},
+                     "phases": {role: {"epochs": 0, "seconds": 0.0, "loaded": True}}})
+
+        entry = self.cached_phase(f"{role}-loaded", {"model": arch}, compute)
+        self.loaded.add(name)
+        return entry
 
     def dense_model(self) -> nn.Module:
         """The dense network trained with CE, shared by every sparsity (magnitude, random)."""
         cfg = self.config
         key = {"model": cfg.model, "epochs": cfg.dense_epochs}
+        if cfg.dense_checkpoint is not None:
+            entry = self._loaded("dense", cfg.model)
+            model = self.make_model()
+            model.load_state_dict(entry.payload["state_dict"])
+            self.extra["dense_test_acc"] = entry.meta["test_acc"]
+            self.extra["dense_checkpoint"] = entry.meta["checkpoint"]
+            return model
 
         def compute(scratch: Path):
             model = self.make_model()
@@ -192,7 +233,10 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @lru_cache(maxsize=4)
-def cached_dataset(name: str, data_root: str | None, download: bool) -> DataBundle:
+def cached_dataset(name: str, data_root: str | None, download: bool,
+                   train_fraction: float = 1.0) -> DataBundle:
+    if train_fraction < 1.0:
+        return train_subset(cached_dataset(name, data_root, download), train_fraction)
     return load_dataset(name, data_root, download)
 
 
@@ -225,13 +269,20 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
         problem = method.precheck(config) if method.precheck else None
         if problem:
             raise UnreachableTarget(problem)
-        data = cached_dataset(config.dataset, options.data_root, options.download)
+        data = cached_dataset(config.dataset, options.data_root, options.download,
+                              config.train_fraction)
+        record["data"] = {"train": len(data.train), "val": len(data.val), "test": len(data.test),
+                          "train_fraction": config.train_fraction}
         trainer = Trainer(data, device, seed=config.seed, compile=options.compile,
                           progress=options.progress, precision=record["precision"],
                           memory_format=record["memory_format"])
         ctx = CellContext(config, data, trainer, PhaseCache(store.cache_dir),
                           store.work_dir(config.id), expected_sparsity=config.sparsity)
         model = method.run(ctx)
+        unused = [f for f in ("teacher_checkpoint", "dense_checkpoint")
+                  if getattr(config, f) is not None and f not in ctx.loaded]
+        if unused:  # the result is right, but the user should know the file did nothing
+            ctx.extra["unused_checkpoints"] = unused
         report = verify_mask(model, ctx.expected_sparsity, ctx.accounting)
         with ctx.clock("evaluate"):
             test_acc = trainer.accuracy(model, data.test)

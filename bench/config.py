@@ -6,6 +6,8 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Mapping
 
 from bench import catalog
@@ -14,6 +16,7 @@ from bench.registry import UsageError
 SCHEDULES = ("cosine", "step")
 PRECISIONS = ("auto", "fp32", "bf16")  # resolved by bench/precision.py, which needs torch
 EPOCH_FIELDS = ("teacher_epochs", "dense_epochs", "sparse_epochs", "round_epochs")
+CHECKPOINT_FIELDS = ("teacher_checkpoint", "dense_checkpoint")  # bench/checkpoints.py
 
 OptionValue = Any  # str | int | float | bool
 
@@ -45,6 +48,14 @@ class RunConfig:
     # default stays out of the id, so ids of existing cells do not change; fp32 and bf16 enter
     # it. Records hold the resolved value, and reports flag a table that mixes the two.
     precision: str = "auto"
+    # A seeded, class-stratified share of the training split (bench/data.py: train_subset).
+    train_fraction: float = 1.0
+    # Your own trained models (bench/checkpoints.py). The id holds the file's SHA-256, not its
+    # path; the hash is computed once, when the path is given, and kept in the record.
+    teacher_checkpoint: str | None = None
+    teacher_checkpoint_sha256: str | None = None
+    dense_checkpoint: str | None = None
+    dense_checkpoint_sha256: str | None = None
     # Method-specific options, e.g. (("retrain", "ft"),). Defaults are dropped on construction.
     options: tuple[tuple[str, OptionValue], ...] = field(default=())
 
@@ -69,10 +80,23 @@ class RunConfig:
             registry.get(value)
             object.__setattr__(self, name, registry.canonical(value))
         object.__setattr__(self, "options", method.normalize_options(dict(self.options)))
+        self._hash_checkpoints()
         for name in method.requires_epochs:
             if getattr(self, name) < 1:
                 raise UsageError(f"{name}={getattr(self, name)} is invalid for method "
                                  f"{self.method!r}; it must be >= 1")
+
+    def _hash_checkpoints(self) -> None:
+        for name in CHECKPOINT_FIELDS:
+            path, digest = getattr(self, name), getattr(self, name + "_sha256")
+            if path is not None and not isinstance(path, str):
+                raise UsageError(f"{name}={path!r} is invalid; expected a file path")
+            if path is None and digest is not None:
+                raise UsageError(f"{name}_sha256 is set without {name}")
+            if path is not None and digest is None:  # a record's config keeps its hash
+                object.__setattr__(self, name + "_sha256", checkpoint_sha256(path))
+                # absolute, so a Slurm job started elsewhere finds the same file
+                object.__setattr__(self, name, str(Path(path).expanduser().resolve()))
 
     def _check_numbers(self) -> None:
         def bad(name: str, valid: str) -> UsageError:
@@ -99,6 +123,8 @@ class RunConfig:
             raise bad("weight_decay", "must be a number >= 0")
         if self.schedule not in SCHEDULES:
             raise bad("schedule", f"valid: {', '.join(SCHEDULES)}")
+        if not _finite(self.train_fraction) or not 0.0 < self.train_fraction <= 1.0:
+            raise bad("train_fraction", "must be a number in (0, 1]")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"valid: {', '.join(PRECISIONS)}")
 
@@ -108,6 +134,8 @@ class RunConfig:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name in ("teacher_checkpoint", "dense_checkpoint"):
+                continue  # the path may move; its content hash (the *_sha256 field) is the id
             if value != f.default and not (f.name == "options" and not value):
                 out[f.name] = dict(value) if f.name == "options" else value
         return out
@@ -155,6 +183,27 @@ class RunConfig:
         if "options" in changes and isinstance(changes["options"], Mapping):
             changes["options"] = tuple(sorted(changes["options"].items()))
         return dataclasses.replace(self, **changes)
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    p = Path(path).expanduser()
+    try:
+        st = p.stat()
+    except OSError:
+        raise UsageError(f"checkpoint {str(path)!r} does not exist (give the path of a saved "
+                         "state dict)") from None
+    if not p.is_file():
+        raise UsageError(f"checkpoint {str(path)!r} is not a file")
+    return _sha256(str(p.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime key the memo
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _finite(x: Any) -> bool:

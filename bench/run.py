@@ -128,6 +128,9 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     from bench.cell import RunOptions
 
+    from bench.checkpoints import check_checkpoints
+
+    check_checkpoints(cells)
     if args.executor == "slurm":
         require_sbatch()
         check_partition(profile)
