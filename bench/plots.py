@@ -213,6 +213,48 @@ def cd_diagram(ranks: "pd.Series", nemenyi: "pd.DataFrame", cd: float,
     return fig
 
 
+MAX_CURVE_PANELS = 8  # COLT and EGP record a phase per round; the first eight tell convergence
+
+
+def training_curves(curves: "pd.DataFrame", dataset: str) -> "Figure | None":
+    """Validation accuracy (%) per epoch of each training phase of `dataset`, one panel per
+    phase, one line per method row (mean over seeds). A phase that runs per sparsity is drawn
+    at the highest sparsity that has it, where a short budget shows first; shared phases are
+    the same at every sparsity."""
+    import seaborn as sns
+
+    df = curves[curves["dataset"] == dataset] if curves is not None and len(curves) else None
+    if df is None or not len(df):
+        return None
+    phases = list(dict.fromkeys(df["phase"]))[:MAX_CURVE_PANELS]
+    rows = list(dict.fromkeys(df["row"]))
+    colors = dict(zip(rows, _palette(len(rows))))
+    plt = _pyplot()
+    cols = min(4, len(phases))
+    n_rows = math.ceil(len(phases) / cols)
+    with sns.axes_style("whitegrid"):
+        fig, axes = plt.subplots(n_rows, cols, figsize=(3.4 * cols, 2.8 * n_rows), dpi=110,
+                                 squeeze=False)
+        for ax, phase in zip(axes.flat, phases):
+            part = df[df["phase"] == phase]
+            top = part["sparsity"].max()
+            for row, group in part[part["sparsity"] == top].groupby("row", sort=False):
+                mean = group.groupby("epoch")["val_acc"].mean()
+                ax.plot(mean.index, mean.values, marker=".", linewidth=1.3, color=colors[row],
+                        label=row)
+            ax.set_title(f"{phase} (sparsity {100 * top:g} %)", fontsize=9)
+            ax.set_xlabel("epoch", fontsize=8)
+            ax.set_ylabel("val. accuracy (%)", fontsize=8)
+        for ax in list(axes.flat)[len(phases):]:
+            ax.set_visible(False)
+        handles = [plt.Line2D([], [], color=colors[r], label=r) for r in rows]
+        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+                   frameon=False)
+        fig.suptitle(f"{dataset}: validation accuracy per epoch (mean over seeds)", fontsize=10)
+        fig.tight_layout()
+    return fig
+
+
 def save(fig: "Figure", path: str | Path) -> Path:
     """PNG written atomically beside the report; the figure is closed (frees its memory)."""
     import io

@@ -53,16 +53,48 @@ def report_sections(data: ReportData) -> list[Section]:
 
 
 def build_report(grid, cells, store, out: str | Path, reported_path: str | Path | None = None,
-                 against: str | None = None) -> Report:
-    data = load_report_data(grid, cells, store, reported_path, against)
+                 against: str | None = None, command: str = "") -> Report:
+    data = load_report_data(grid, cells, store, reported_path, against, report_dir=out)
+    data.command = command
     return write_report(report_sections(data), Path(out), f"Report: grid {grid.name}")
 
 
 # --- command line ---------------------------------------------------------------------------------
 
 
+PATH_FLAGS = ("--results", "--out", "--reported", "--data-root", "--plugin", "--grid")  # when a file
+
+
+def portable_command(argv: Sequence[str], report_dir: str | Path) -> str:
+    """This command as it runs from the report folder: path arguments relative to it, so a
+    shared report names no absolute path of this machine."""
+    import shlex
+
+    from bench.report_data import from_report
+
+    out, i, argv = [], 0, list(argv)
+    if "--out" not in argv and not any(a.startswith("--out=") for a in argv):
+        argv += ["--out", str(report_dir)]
+    while i < len(argv):
+        arg = argv[i]
+        flag, eq, value = arg.partition("=")
+        if flag in PATH_FLAGS and eq and Path(value).exists():
+            out.append(f"{flag}={from_report(value, report_dir)}")
+        elif arg in PATH_FLAGS and i + 1 < len(argv) and (arg == "--out" or Path(argv[i + 1]).exists()):
+            out += [arg, from_report(argv[i + 1], report_dir)]
+            i += 1
+        else:
+            out.append(arg)
+        i += 1
+    return "python -m bench.report " + shlex.join(out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(_main, build_parser().parse_args(argv))
+    import sys
+
+    args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return run_command(_main, args)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -75,7 +107,9 @@ def _main(args: argparse.Namespace) -> int:
                          f"`python -m bench.run --results {results}` first")
     grid, cells = select_cells(args)
     out = Path(args.out) if args.out else results / "report" / safe_name(grid.name)
-    report = build_report(grid, cells, ResultStore(results), out, args.reported, args.against)
+    command = portable_command(getattr(args, "argv", []), out)
+    report = build_report(grid, cells, ResultStore(results), out, args.reported, args.against,
+                          command)
     print(report.markdown)
     print(f"report: {out / 'report.md'} and {out / 'index.html'} ({len(report.files)} files)")
     return 0

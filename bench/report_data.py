@@ -47,11 +47,30 @@ class ReportData:
     reference: str = REFERENCE  # the row paired against; "" when the grid has none
     comparisons: "pd.DataFrame | None" = None  # bench.stats.compare of on-target ok seeds
     ranking: "Ranking | None" = None
-    store_root: Any = None
+    store_root: Any = None  # as shown: relative to the report folder (shown_path)
+    command: str = ""  # the command that remakes the report, run from the report folder
+    curves: "pd.DataFrame | None" = None  # validation accuracy per epoch of every phase, in %
+
+
+def from_report(path: str | Path, report_dir: str | Path) -> str:
+    """`path` relative to the report folder: what a shared report prints instead of this
+    machine's absolute paths."""
+    import os
+
+    return Path(os.path.relpath(Path(path).resolve(), Path(report_dir).resolve())).as_posix()
+
+
+def shown_path(path: str | Path, report_dir: str | Path) -> str:
+    """A file of the repository (results/paper/reported.csv) by its path in the repository,
+    any other file relative to the report folder."""
+    resolved, repo = Path(path).resolve(), Path(__file__).resolve().parent.parent
+    if resolved.is_relative_to(repo):
+        return resolved.relative_to(repo).as_posix()
+    return from_report(path, report_dir)
 
 
 def load_report_data(grid, cells, store, reported_path: str | Path | None = None,
-                     against: str | None = None) -> ReportData:
+                     against: str | None = None, report_dir: str | Path = ".") -> ReportData:
     """`against`: the row to pair every other with (default REFERENCE where the grid has it);
     a label the grid does not have is a usage error that lists the rows."""
     import pandas as pd
@@ -65,11 +84,17 @@ def load_report_data(grid, cells, store, reported_path: str | Path | None = None
         frame["precision"] = [r.get("precision") or "fp32" for r in records]
     merged = merge_status(expected_frame(cells), frame, {p.path.stem for p in problems})
     rows = dict(zip(merged["id"], merged["row"])) if len(merged) else {}
-    phase_rows = []
+    phase_rows, curve_rows = [], []
     for r in records:
         if r["status"] != "ok" or r["id"] not in rows:
             continue
         cfg = r["config"]
+        history = (r.get("accuracy") or {}).get("val_history") or {}
+        for name, accs in history.items():
+            curve_rows += [{"row": rows[r["id"]], "dataset": cfg["dataset"],
+                            "sparsity": cfg["sparsity"], "seed": cfg.get("seed", 0),
+                            "phase": name, "epoch": i + 1, "val_acc": 100.0 * float(a)}
+                           for i, a in enumerate(accs) if a is not None]
         for name, rec in (r.get("phases") or {}).items():
             phase_rows.append({"id": r["id"], "row": rows[r["id"]], "dataset": cfg["dataset"],
                                "sparsity": cfg["sparsity"], "phase": phase_group(name),
@@ -77,9 +102,12 @@ def load_report_data(grid, cells, store, reported_path: str | Path | None = None
                                "seconds": float(rec.get("seconds") or 0.0)})
     phases = pd.DataFrame(phase_rows, columns=["id", "row", "dataset", "sparsity", "phase",
                                                "shared", "seconds"])
-    reported, note = load_reported(reported_path)
+    reported, note = load_reported(reported_path, report_dir)
     data = ReportData(grid, cells, merged, summarize(merged), phases, problems, reported, note,
-                      list(dict.fromkeys(c.dataset for c in cells)), store_root=store.root)
+                      list(dict.fromkeys(c.dataset for c in cells)),
+                      store_root=from_report(store.root, report_dir),
+                      curves=pd.DataFrame(curve_rows, columns=["row", "dataset", "sparsity", "seed",
+                                                               "phase", "epoch", "val_acc"]))
     add_statistics(data, against)
     return data
 
@@ -125,7 +153,8 @@ def mixed_precisions(data: ReportData, dataset: str) -> list[str]:
     return sorted({p if isinstance(p, str) and p else "fp32" for p in values})
 
 
-def load_reported(path: str | Path | None) -> tuple["pd.DataFrame | None", str]:
+def load_reported(path: str | Path | None, report_dir: str | Path = "."
+                  ) -> tuple["pd.DataFrame | None", str]:
     import pandas as pd
 
     explicit = path is not None
@@ -133,7 +162,7 @@ def load_reported(path: str | Path | None) -> tuple["pd.DataFrame | None", str]:
     if not path.is_file():
         if explicit:
             raise UsageError(f"--reported {str(path)!r} does not exist")
-        return None, f"No {path} found: nothing to compare against"
+        return None, f"No {shown_path(path, report_dir)} found: nothing to compare against"
     try:
         df = pd.read_csv(path)
     except Exception as exc:  # a malformed file is a user's input error
@@ -142,7 +171,7 @@ def load_reported(path: str | Path | None) -> tuple["pd.DataFrame | None", str]:
     if missing:
         raise UsageError(f"{path}: missing column(s) {', '.join(missing)}; "
                          f"expected {', '.join(REPORTED_COLUMNS)}")
-    return df, f"Paper numbers from {path}"
+    return df, f"Paper numbers from {shown_path(path, report_dir)}"
 
 
 # --- derived tables -------------------------------------------------------------------------------

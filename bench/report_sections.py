@@ -23,11 +23,15 @@ def safe_name(text: str) -> str:
 
 
 def header(data: ReportData, store_root) -> Section:
+    made = [Paragraph(f"Made with `{data.command}` (run from this report's folder).")] \
+        if data.command else []
     counts = data.merged["status"].value_counts().to_dict() if len(data.merged) else {}
     left_out = getattr(data.grid, "unregistered_methods", lambda: [])()
     return section(
         f"Report: grid {data.grid.name}",
-        Paragraph(f"Results store: {store_root}. {len(data.cells)} cells expected: "
+        *made,
+        Paragraph(f"Results store: {store_root} (relative to this report). "
+                  f"{len(data.cells)} cells expected: "
                   + ", ".join(f"{counts.get(s, 0)} {s}"
                               for s in ("ok", "failed", "missing", "corrupt"))
                   + ". Accuracy is the final epoch's top-1 test accuracy in %, mean ± sample std "
@@ -88,6 +92,12 @@ def accuracy(data: ReportData, dataset: str) -> Section:
     else:
         blocks.append(Image(f"radar_{safe_name(dataset)}.png", f"{dataset}: radar", fig,
                             f"radar_{dataset}"))
+    fig = plots.training_curves(data.curves, dataset)
+    if fig is not None:
+        blocks += [Image(f"training_{safe_name(dataset)}.png",
+                         f"{dataset}: validation accuracy per epoch", fig, f"training_{dataset}"),
+                   Paragraph("Training curves: a curve still rising at its last epoch means that "
+                             "phase's budget had not converged.")]
     return section(f"{dataset}: accuracy", *blocks, files=files)
 
 
@@ -251,7 +261,8 @@ def failures(data: ReportData) -> Section:
     if len(missing):
         blocks.append(Paragraph(
             f"{len(missing)} cell(s) without a record yet (missing): run `python -m bench.run "
-            f"--grid {grid.name} --results {data.store_root}` to fill them in."))
+            f"--grid {grid.name} --results {data.store_root}` (from this report's folder) "
+            "to fill them in."))
     if data.problems:
         blocks += [Paragraph("Record files that could not be read (corrupt; their cells count "
                              "as corrupt, not as results):"),
