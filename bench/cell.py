@@ -45,6 +45,9 @@ class RunOptions:
     progress: bool = True
     compile: bool = False
     save_checkpoints: bool = True
+    # Iterative methods share their round prefixes across sparsities through the cache
+    # (bench/rounds.py: shared_round). Off, every cell computes its own; the results are the same.
+    share: bool = True
 
 
 @dataclass
@@ -61,6 +64,7 @@ class CellContext:
     expected_sparsity: float | None = None  # None: the method reports what it reached
     accounting: Accounting = Accounting()  # the weights the target is counted over
     loaded: set[str] = field(default_factory=set)  # checkpoint fields the method used
+    share: bool = True  # RunOptions.share
 
     @property
     def options(self) -> dict[str, Any]:
@@ -277,7 +281,8 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
                           progress=options.progress, precision=record["precision"],
                           memory_format=record["memory_format"])
         ctx = CellContext(config, data, trainer, PhaseCache(store.cache_dir),
-                          store.work_dir(config.id), expected_sparsity=config.sparsity)
+                          store.work_dir(config.id), expected_sparsity=config.sparsity,
+                          share=options.share)
         model = method.run(ctx)
         unused = [f for f in ("teacher_checkpoint", "dense_checkpoint")
                   if getattr(config, f) is not None and f not in ctx.loaded]

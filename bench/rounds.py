@@ -28,7 +28,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import torch
 
@@ -166,6 +166,67 @@ class Rounds:
             "resumed_rounds": self.resumed_rounds,
             "seconds_resumed": sum(r["seconds"] for r in records[:self.resumed_rounds]),
         }
+
+
+def shared_round(ctx: "MethodContext", kind: str, key: Mapping[str, Any], index: int,
+                 compute: Callable[[Path], tuple[dict[str, Any], dict[str, Any]]],
+                 share: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Round `index` of a trajectory that every cell with the same `key` follows whatever its
+    target (the key holds everything that determines the round but the target sparsity).
+
+    `compute(folder)` runs the round, puts its trainer checkpoints in `folder` (so a killed round
+    resumes there) and returns (payload of tensors, meta with meta["phases"] the records of the
+    phases it ran). With sharing (ctx.share and `share`) it runs once per key and round across
+    cells and processes (bench/cache.py: lock, atomic publish), and the phases enter the record
+    marked shared, and cached where another cell computed them. Without, it runs in the cell's
+    work folder and the phases are the cell's own. Either way the global RNG continues from the
+    state after the round, so sharing never changes a result."""
+    def run(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        payload, meta = compute(folder)
+        return {**payload, "torch_rng": torch.get_rng_state()}, meta
+
+    if share and getattr(ctx, "share", True):
+        entry = ctx.cached_phase(kind, {**key, "round": index}, run)
+        payload, meta = entry.payload, entry.meta
+    else:
+        payload, meta = run(ctx.work_dir)
+        for name, rec in meta.get("phases", {}).items():
+            ctx.phases[name] = {**rec, "cached": False, "shared": False}
+    torch.set_rng_state(payload["torch_rng"])
+    return payload, meta
+
+
+def state_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """A short content hash of a mask or state: a shared round checks that the state it starts
+    from is the one the cell holds (a mismatch is a bug, never silently another trajectory)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_start(meta: Mapping[str, Any], digest: str, what: str) -> None:
+    if meta.get("start") != digest:
+        raise RuntimeError(f"{what}: the shared round starts from state {meta.get('start')}, "
+                           f"this cell holds {digest}; its cache key misses a field")
+
+
+def timed(phases: dict[str, dict[str, Any]], name: str, sync: Callable[[], None]):
+    """A context manager that records a non-training step's seconds in `phases[name]` (what
+    CellContext.clock does for ctx.phases, for a round computed in a shared entry)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def clock():
+        sync()
+        t0 = time.perf_counter()
+        yield
+        sync()
+        phases[name] = {"epochs": 0, "seconds": time.perf_counter() - t0}
+    return clock()
 
 
 def resume(ctx: "MethodContext", name: str = STATE_FILE) -> Rounds:

@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun cells that already have a record")
     p.add_argument("--compile", action="store_true", help="torch.compile the training step")
     p.add_argument("--no-checkpoints", action="store_true", help="do not save final models")
+    p.add_argument("--no-share", action="store_true",
+                   help="COLT/EGP: compute every cell's rounds itself instead of sharing round "
+                        "prefixes across sparsities (same results, more time; for checking)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--profile", action="store_true",
                    help="after the run, print each finished cell's images/s and share of time "
@@ -137,7 +140,7 @@ def _main(args: argparse.Namespace) -> int:
         data_root = str(Path(args.data_root).resolve()) if args.data_root else None
         options = RunOptions(device=args.device, data_root=data_root, download=args.download,
                              progress=False, compile=args.compile,
-                             save_checkpoints=not args.no_checkpoints)
+                             save_checkpoints=not args.no_checkpoints, share=not args.no_share)
         try:
             code = run_slurm(cells, store, options, profile, grid_name=grid.name,
                              force=args.force, wait_for_jobs=args.wait,
@@ -157,7 +160,7 @@ def _main(args: argparse.Namespace) -> int:
 
     options = RunOptions(device=device, data_root=args.data_root, download=args.download,
                          progress=not args.no_progress, compile=args.compile,
-                         save_checkpoints=not args.no_checkpoints)
+                         save_checkpoints=not args.no_checkpoints, share=not args.no_share)
     if args.executor == "local":
         outcome = run_local(cells, store, options, force=args.force, workers=args.workers or 1)
     else:

@@ -47,7 +47,7 @@ from bench.data import DataBundle, Split
 from bench.masks import (MASK_BUFFER, Accounting, Mask, attach_mask, flatten, intersect, keep_best,
                          keep_count, prunable_modules, prune_global, removal_rank, unflatten)
 from bench.method import Option, register_method
-from bench.rounds import resume
+from bench.rounds import check_start, resume, shared_round, state_digest, timed
 
 
 # --- pure pieces -------------------------------------------------------------------------------
@@ -226,21 +226,41 @@ def colt(ctx):
     a = _make_half(ctx, "a", classes_a, theta0)
     b = _make_half(ctx, "b", classes_b, theta0)
 
+    # Round r trains both halves on the mask of round r - 1; only its prune depends on the
+    # target. So the training of every round is shared by all cells that reach it (the cache,
+    # keyed without the sparsity), and each cell prunes for itself (bench/rounds.py).
+    trajectory = {"model": cfg.model, "round_epochs": cfg.round_epochs,
+                  "prune_fraction": opts["prune_fraction"]}
+    device = next(ticket.parameters()).device
     for rnd in rounds:
         alive = count_kept(mask)
         if alive <= keep_target:
             break
-        val = {}
-        for half in (a, b):
-            rewind(half.model, half.theta0, mask)
-            result = half.ctx.train(half.model, ctx.phase(rnd.phase(half.tag), cfg.round_epochs))
-            val[half.tag] = result.val_acc[-1] if result.val_acc else None
-        with ctx.clock(rnd.phase("eval")):
-            test = {h.tag: h.ctx.trainer.accuracy(h.model, h.ctx.data.test) for h in (a, b)}
+        start = state_digest(mask)
+
+        def compute(folder, rnd=rnd, mask=mask, start=start):
+            phases, val = {}, {}
+            for half in (a, b):
+                rewind(half.model, half.theta0, mask)
+                name = rnd.phase(half.tag)
+                result = half.ctx.trainer.fit(half.model, ctx.phase(name, cfg.round_epochs),
+                                              checkpoint=folder / f"{name}.pt")
+                phases[name] = result.as_record()
+                val[half.tag] = result.val_acc[-1] if result.val_acc else None
+            with timed(phases, rnd.phase("eval"), ctx.trainer.sync):
+                test = {h.tag: h.ctx.trainer.accuracy(h.model, h.ctx.data.test) for h in (a, b)}
+            weights = {f"{h.tag}/{n}": h.model.get_submodule(n).weight.detach().clone()
+                       for h in (a, b) for n in names}
+            return {"weights": weights}, {"phases": phases, "val": val, "test": test,
+                                          "start": start}
+
+        payload, meta = shared_round(ctx, "colt-round", trajectory, rnd.index, compute)
+        check_start(meta, start, f"colt {rnd.name}")
+        weights = {k: v.to(device) for k, v in payload["weights"].items()}
+        test, val = meta["test"], meta["val"]
         with ctx.clock(rnd.phase("prune")):
             new_mask, mask_a, mask_b = colt_round_mask(
-                {n: a.model.get_submodule(n).weight.detach() for n in names},
-                {n: b.model.get_submodule(n).weight.detach() for n in names},
+                {n: weights[f"a/{n}"] for n in names}, {n: weights[f"b/{n}"] for n in names},
                 mask, opts["prune_fraction"], keep_target)
         kept = count_kept(new_mask)
         rnd.save({"theta0": theta0, "mask": new_mask.to_dict()},

@@ -62,7 +62,7 @@ from bench.masks import Accounting, attach_mask, get_mask, keep_count, prepare_f
     prunable_modules, prune_per_layer, sparsity_report
 from bench.method import Option, UnreachableTarget, register_method
 from bench.models import build_model
-from bench.rounds import resume
+from bench.rounds import check_start, resume, shared_round, state_digest, timed
 
 
 # --- entropy of ReLU states ----------------------------------------------------------------------
@@ -275,6 +275,50 @@ def check_target(config) -> str | None:
 # --- the method ----------------------------------------------------------------------------------
 
 
+def _egp_round(ctx, model: nn.Module, modules: Mapping[str, nn.Module], pruned: list[str],
+               pruned_total: int, limit: int | None, rnd, folder, start: str):
+    """One round on `model` in place: prune (at most `limit` weights; None: the full share),
+    retrain, evaluate. Returns (payload, meta) for bench.rounds.shared_round."""
+    cfg, opts = ctx.config, ctx.options
+    phases: dict = {}
+    mask = get_mask(model)
+    with timed(phases, rnd.phase("prune"), ctx.trainer.sync):
+        entropy = layer_entropies(model, ctx.trainer, ctx.data.train,
+                                  batches=opts["entropy_batches"], batch_size=cfg.batch_size,
+                                  salt=rnd.phase("entropy"))
+        remaining = {n: int(mask[n].sum()) for n in entropy}
+        mean_abs = {n: float(modules[n].weight.detach()[mask[n]].abs().mean())
+                    if remaining[n] else 0.0 for n in entropy}
+        eligible = sum(remaining[n] for n in entropy if entropy[n] > 0)
+        n_remove = int(round(opts["prune_fraction"] * eligible))
+        if limit is not None:
+            n_remove = min(n_remove, limit)
+        budgets = egp_budgets(entropy, mean_abs, remaining, n_remove)
+        removed = sum(budgets.values())
+        if removed > 0:
+            weights = {n: modules[n].weight.detach().abs() for n in budgets if budgets[n]}
+            attach_mask(model, prune_per_layer(weights, mask, budgets))
+    meta = {"phases": phases, "removed": removed, "start": start}
+    if removed == 0:
+        return {}, meta
+    name = rnd.phase()
+    result = ctx.trainer.fit(model, ctx.phase(name, cfg.round_epochs),
+                             checkpoint=folder / f"{name}.pt")
+    phases[name] = result.as_record()
+    with timed(phases, rnd.phase("eval"), ctx.trainer.sync):
+        test_acc = ctx.trainer.accuracy(model, ctx.data.test)
+    report = sparsity_report(model)
+    meta["record"] = dict(
+        sparsity=report.prunable_sparsity, overall_sparsity=report.overall_sparsity,
+        pruned_sparsity=1.0 - Accounting("pruned", tuple(pruned)).counts(
+            report.layers)[0] / max(1, pruned_total),
+        accuracy=test_acc, val_accuracy=result.val_acc[-1] if result.val_acc else None,
+        removed=removed, entropy=entropy, budgets={n: b for n, b in budgets.items() if b},
+        skipped=sorted(n for n in entropy if entropy[n] == 0), empty_layers=report.empty_layers)
+    return {"model": {k: v.detach().clone() for k, v in model.state_dict().items()}}, meta
+
+
+
 @register_method("egp", requires_epochs=("dense_epochs", "round_epochs"), precheck=check_target,
                  options={
     "prune_fraction": Option(0.5, check=lambda v: 0.0 < v < 1.0, valid="must be in (0, 1)",
@@ -316,39 +360,31 @@ def egp(ctx):
                         "entropy_batches": opts["entropy_batches"]}
     modules = dict(model.named_modules())
 
+    # A round that removes its full share (p of what is left) does not depend on the target, so
+    # its state is shared by every cell that passes through it (the cache, keyed without the
+    # sparsity); the last, partial round is each cell's own (bench/rounds.py).
+    trajectory = {"model": cfg.model, "dense_epochs": cfg.dense_epochs,
+                  "round_epochs": cfg.round_epochs, "prune_fraction": opts["prune_fraction"],
+                  "entropy_batches": opts["entropy_batches"]}
     for rnd in rounds:
         mask = get_mask(model)
         kept = sum(int(mask[n].sum()) for n in pruned)
         if kept <= target:
             break
-        with ctx.clock(rnd.phase("prune")):
-            entropy = layer_entropies(model, ctx.trainer, ctx.data.train,
-                                      batches=opts["entropy_batches"],
-                                      batch_size=cfg.batch_size, salt=rnd.phase("entropy"))
-            remaining = {n: int(mask[n].sum()) for n in entropy}
-            mean_abs = {n: float(modules[n].weight.detach()[mask[n]].abs().mean())
-                        if remaining[n] else 0.0 for n in entropy}
-            eligible = sum(remaining[n] for n in entropy if entropy[n] > 0)
-            n_remove = min(int(round(opts["prune_fraction"] * eligible)), kept - target)
-            budgets = egp_budgets(entropy, mean_abs, remaining, n_remove)
-            removed = sum(budgets.values())
-            if removed > 0:
-                weights = {n: modules[n].weight.detach().abs() for n in budgets if budgets[n]}
-                attach_mask(model, prune_per_layer(weights, mask, budgets))
-        if removed == 0:  # nothing left that EGP may prune: report the sparsity reached
+        # eligible <= kept, so when p of `kept` fits under the target, p of the eligible does too
+        full = int(round(opts["prune_fraction"] * kept)) <= kept - target
+        start = state_digest(mask)
+
+        def compute(folder, rnd=rnd, limit=None if full else kept - target, start=start):
+            return _egp_round(ctx, model, modules, pruned, pruned_total, limit, rnd, folder, start)
+
+        payload, meta = shared_round(ctx, "egp-round", trajectory, rnd.index, compute, share=full)
+        check_start(meta, start, f"egp {rnd.name}")
+        if meta["removed"] == 0:  # nothing left that EGP may prune: report the sparsity reached
             ctx.extra["egp"]["target_reached"] = False
             ctx.expected_sparsity = None
             break
-        result = ctx.train(model, ctx.phase(rnd.phase(), cfg.round_epochs))
-        with ctx.clock(rnd.phase("eval")):
-            test_acc = ctx.trainer.accuracy(model, ctx.data.test)
-        report = sparsity_report(model)
-        rnd.save({"model": model.state_dict()},
-                 sparsity=report.prunable_sparsity, overall_sparsity=report.overall_sparsity,
-                 pruned_sparsity=1.0 - Accounting("pruned", tuple(pruned)).counts(
-                     report.layers)[0] / max(1, pruned_total),
-                 accuracy=test_acc, val_accuracy=result.val_acc[-1] if result.val_acc else None,
-                 removed=removed, entropy=entropy, budgets={n: b for n, b in budgets.items() if b},
-                 skipped=sorted(n for n in entropy if entropy[n] == 0),
-                 empty_layers=report.empty_layers)
+        prepare_for_state_dict(model, payload["model"])
+        model.load_state_dict(payload["model"])
+        rnd.save({"model": model.state_dict()}, **meta["record"])
     return model

@@ -141,7 +141,10 @@ def test_colt_hits_the_target_over_prunable_weights_with_a_dense_head(tmp_path):
     total = record["extra"]["rounds_total"]["seconds"]
     assert total == pytest.approx(sum(p["seconds"] for n, p in record["phases"].items()
                                       if n.startswith("round")))
-    assert record["cost"]["seconds_cell"] >= total + record["phases"]["ticket"]["seconds"] - 1e-9
+    # the rounds' training is shared across sparsities (bench/rounds.py); the cell's trajectory
+    # still costs all of it, as if run alone
+    assert record["phases"]["round1-a"]["shared"] and not record["phases"]["round1-prune"]["shared"]
+    assert record["cost"]["seconds_total"] >= total + record["phases"]["ticket"]["seconds"] - 1e-9
 
 
 def test_colt_over_conv_weights_reports_the_sparsity_it_reached(tmp_path):

@@ -1,0 +1,108 @@
+"""COLT and EGP share their round prefixes across sparsities through the cache (issue 19): the
+same results bit for bit with and without sharing, each prefix trained once, also when two
+processes need it at once, and a round killed half-way resumes in the cache's scratch folder."""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+import torch
+
+from bench.cell import RunOptions, run_cell
+from bench.config import RunConfig
+from bench.store import ResultStore
+from test_rounds import _child
+
+BASE = dict(dataset="synthetic", model="smallcnn", dense_epochs=1, round_epochs=1, sparse_epochs=1)
+SPARSITIES = {"colt": (0.3, 0.6), "egp": (0.6, 0.85)}
+OPTS = {"colt": (("prune_fraction", 0.3),), "egp": ()}
+
+
+def _cells(method):
+    return [RunConfig(method=method, sparsity=s, options=OPTS[method], **BASE)
+            for s in SPARSITIES[method]]
+
+
+def _round_phases(record, part=None):
+    return {n: p for n, p in record["phases"].items()
+            if n.startswith("round") and (part is None or n.endswith(part))}
+
+
+@pytest.mark.parametrize("method", ["colt", "egp"])
+def test_results_are_identical_with_and_without_sharing_and_prefixes_are_reused(tmp_path, method):
+    shared, alone = ResultStore(tmp_path / "shared"), ResultStore(tmp_path / "alone")
+    low, high = _cells(method)
+    recs = {}
+    for store, share in ((shared, True), (alone, False)):
+        for cfg in (low, high):
+            recs[share, cfg.sparsity] = run_cell(cfg, store, RunOptions(progress=False, share=share))
+            assert recs[share, cfg.sparsity]["status"] == "ok"
+    for cfg in (low, high):
+        a, b = recs[True, cfg.sparsity], recs[False, cfg.sparsity]
+        assert a["accuracy"] == b["accuracy"]
+        assert a["sparsity"]["layers"] == b["sparsity"]["layers"]
+        strip = ("seconds", "seconds_wall", "resumed")
+        assert [{k: v for k, v in r.items() if k not in strip} for r in a["extra"]["rounds"]] == \
+            [{k: v for k, v in r.items() if k not in strip} for r in b["extra"]["rounds"]]
+        wa = torch.load(shared.checkpoint_path(cfg.id), weights_only=True)["state_dict"]
+        wb = torch.load(alone.checkpoint_path(cfg.id), weights_only=True)["state_dict"]
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+        assert not any(p["shared"] for p in _round_phases(b).values())  # --no-share: own rounds
+
+    trained = "-a" if method == "colt" else None
+    first, second = recs[True, low.sparsity], recs[True, high.sparsity]
+    n_low = len(first["extra"]["rounds"])
+    assert len(second["extra"]["rounds"]) > n_low
+    assert any(p["cached"] for p in _round_phases(second).values())
+    for name, phase in _round_phases(second, trained).items():
+        if name.endswith(("-prune", "-eval")) and method == "egp":
+            continue
+        index = int(name[5:].split("-")[0])
+        # a round the lower target already trained is read, not trained again; except EGP's
+        # last round of the lower target, which pruned only part of its share and is its own
+        reused = index < n_low or (method == "colt" and index == n_low)
+        assert phase["cached"] is reused, name
+        assert phase["shared"] is (method == "colt" or index < len(second["extra"]["rounds"]))
+    # the cell's own trajectory is still costed in full, as if it had run alone
+    alone_high = recs[False, high.sparsity]
+    assert second["cost"]["seconds_total"] > 0.3 * alone_high["cost"]["seconds_total"]
+    assert second["cost"]["seconds_cell"] < alone_high["cost"]["seconds_cell"]
+
+
+def test_two_processes_needing_the_same_prefix_train_it_once(tmp_path):
+    from bench.dispatch import run_local
+
+    cells = _cells("colt")
+    store = ResultStore(tmp_path)
+    outcome = run_local(cells, store, RunOptions(progress=False), force=False, workers=2)
+    assert len(outcome.ran) == 2 and not outcome.failed
+    a, b = (store.read(c.id) for c in cells)
+    common = set(_round_phases(a, "-a")) & set(_round_phases(b, "-a"))
+    assert common
+    for name in common:  # exactly one of the two cells trained it; the other read it
+        assert sorted([a["phases"][name]["cached"], b["phases"][name]["cached"]]) == [False, True]
+        assert a["phases"][name]["cache_key"] == b["phases"][name]["cache_key"]
+
+
+@pytest.mark.slow
+def test_a_shared_round_killed_half_way_resumes_from_its_last_epoch(tmp_path):
+    cfg = RunConfig(method="colt", sparsity=0.3, options=OPTS["colt"],
+                    **{**BASE, "round_epochs": 12})
+    store = ResultStore(tmp_path)
+    log = tmp_path / "child.log"
+    proc = _child(cfg, tmp_path, log)
+    deadline = time.monotonic() + 120
+    scratch = tmp_path / "cache" / "colt-round"
+    while not list(scratch.glob("*.partial/round1-a.pt")):  # an epoch of round 1 is saved
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "no epoch of round 1 finished"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert store.read(cfg.id) is None
+    proc = _child(cfg, tmp_path, log)
+    assert proc.wait(timeout=300) == 0, log.read_text()
+    record = store.read(cfg.id)
+    assert record["phases"]["round1-a"]["resumed_from_epoch"] >= 1
+    assert record["phases"]["round1-a"]["cached"] is False  # this cell finished it
