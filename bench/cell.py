@@ -28,6 +28,7 @@ from bench.flops import cost_accounting
 from bench.masks import Accounting, prepare_for_state_dict, prune_model, verify_mask
 from bench.method import UnreachableTarget
 from bench.models import build_model
+from bench.phase_keys import cache_fields, dense_key, teacher_key
 from bench.plugins import loaded_plugins
 from bench.precision import resolve_memory_format, resolve_precision
 from bench.registry import UsageError
@@ -117,17 +118,9 @@ class CellContext:
         (payload, meta), where meta["phases"] holds the records of the phases it ran; they are
         copied into this cell's record, marked shared and, on a hit, cached. Pass
         `checkpoint=scratch / "<phase>.pt"` to its training so a killed run resumes."""
-        full_key = {"dataset": self.config.dataset, "data": dataset_fingerprint(self.data),
-                    "seed": self.config.seed, "batch_size": self.config.batch_size,
-                    "lr": self.config.lr, "momentum": self.config.momentum,
-                    "weight_decay": self.config.weight_decay, "schedule": self.config.schedule,
-                    **key}
+        full_key = {**cache_fields(self.config), "data": dataset_fingerprint(self.data), **key}
         if self.trainer.precision != "fp32":  # fp32 phases keep the keys they had before
             full_key["precision"] = self.trainer.precision
-        for name in ("teacher_checkpoint", "dense_checkpoint"):
-            # A loaded model is its own key: nothing downstream of it mixes with trained ones.
-            if getattr(self.config, name) is not None:
-                full_key[name] = getattr(self.config, name + "_sha256")
         entry = self.cache.get_or_compute(kind, full_key, compute)
         for name, rec in entry.meta.get("phases", {}).items():
             self.phases[name] = {**rec, "cached": entry.hit, "shared": True, "cache_key": entry.key_hash}
@@ -137,7 +130,7 @@ class CellContext:
     def teacher(self) -> nn.Module:
         """The dense teacher, trained once per (dataset, teacher model, seed, budget)."""
         cfg = self.config
-        key = {"model": cfg.teacher, "epochs": cfg.teacher_epochs}
+        key = teacher_key(cfg)
 
         def compute(scratch: Path):
             model = self.make_model(cfg.teacher, seed_offset=1)
@@ -189,7 +182,7 @@ class CellContext:
     def dense_model(self) -> nn.Module:
         """The dense network trained with CE, shared by every sparsity (magnitude, random)."""
         cfg = self.config
-        key = {"model": cfg.model, "epochs": cfg.dense_epochs}
+        key = dense_key(cfg)
         if cfg.dense_checkpoint is not None:
             entry = self._loaded("dense", cfg.model)
             model = self.make_model()

@@ -2,8 +2,9 @@
 described below; the named grids are in bench/grids.py)."""
 from __future__ import annotations
 
+import json
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
 
 from bench.catalog import DATASETS
 
@@ -17,18 +18,18 @@ if TYPE_CHECKING:
 # Reference: ResNet-18 trains at ≈3,800 CIFAR images/s on one A100-class GPU. This is calibrated
 # on COLT's printed 276 minutes for CIFAR-10 at 97.7 %: 24 rounds × 50 epochs of two half-data
 # trainings + a 50-epoch ticket = 1,250 epochs × 50,000 images / 16,560 s ≈ 3,800 images/s.
-# Phases shared through the cache (teacher, dense CE network, teacher-guided student) are counted
-# once per cache key, as the harness runs them once. A teacher forward pass inside KD costs a third
+# Each method declares its phases, their cache keys and their work (register_method(cost=...));
+# phases shared through the cache (teacher, dense CE network, teacher-guided student, COLT and EGP
+# round prefixes) are counted once per cache key, as the harness runs them once. A teacher forward pass inside KD costs a third
 # of its training step. Small networks are slower on a GPU than their MACs suggest, so estimates
 # for resnet20-size grids are low; the model is for sizing GPU grids, not CPU ones.
 REFERENCE_IMAGES_PER_SECOND = 3800.0
 # training images per epoch after the 10 % validation split; unknown datasets count as CIFAR
 TRAIN_IMAGES = {"cifar10": 45000, "cifar100": 45000, "tinyimagenet": 90000, "digits": 1294,
                 "synthetic": 288}
-SD_FORWARDS = {"cskd": 2.0, "dlb": 2.0, "pskd": 1.0}  # samples forwarded per new sample
 
 
-def _rounds(sparsity: float, fraction: float) -> int:
+def rounds_to(sparsity: float, fraction: float) -> int:
     """Rounds of removing `fraction` of what is left until at most (1 − sparsity) remains."""
     if sparsity <= 0:
         return 0
@@ -43,7 +44,7 @@ RELATIVE_MACS_32 = {"resnet18": 1.0, "resnet34": 2.087, "resnet50": 2.337, "resn
                     "resnet32": 0.1245, "resnet56": 0.2264, "smallcnn": 0.0220}
 
 
-def _relative_cost(model: str, dataset: str) -> float:
+def relative_cost(model: str, dataset: str) -> float:
     """Cost of one `dataset` image through `model`, relative to ResNet-18 on a 32×32 image;
     unknown models (timm:, plugins) are assumed to cost what ResNet-18 does."""
     size = DATASETS.get(dataset).image_size if dataset in DATASETS else 32
@@ -58,49 +59,73 @@ def count_macs(model: str, num_classes: int = 10, channels: int = 3, size: int =
     return float(macs_per_image(build_model(model, num_classes, channels, size), channels, size)[0])
 
 
-def cell_phases(cfg: RunConfig) -> list[tuple[tuple | None, str, float]]:
-    """(cache key or None for cell-specific, phase, ResNet-18-CIFAR image equivalents) of a cell."""
-    n = TRAIN_IMAGES.get(cfg.dataset, 45000)
-    m = _relative_cost(cfg.model, cfg.dataset)
-    opt = cfg.option_dict
-    recipe = (cfg.dataset, cfg.seed, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay,
-              cfg.schedule)
-    dense = (("dense-ce", cfg.model, cfg.dense_epochs) + recipe, "dense", n * cfg.dense_epochs * m)
-    family = cfg.method.split("-")[0]
-    if cfg.method == "tg-oneshot":
-        t = _relative_cost(cfg.teacher, cfg.dataset)
-        student_key = ("tg-student", cfg.model, cfg.dense_epochs, cfg.teacher, cfg.teacher_epochs,
-                       cfg.alpha, cfg.resolved_temperature(),
-                       tuple(sorted((k, v) for k, v in opt.items() if k != "retrain"))) + recipe
-        retrain = m + (t / 3.0 if opt.get("retrain") == "kd" else 0.0)
-        return [(("teacher", cfg.teacher, cfg.teacher_epochs) + recipe, "teacher",
-                 n * cfg.teacher_epochs * t),
-                (student_key, "student", n * cfg.dense_epochs * (m + t / 3.0)),
-                (None, "retrain", n * cfg.sparse_epochs * retrain)]
-    if cfg.method in ("magnitude", "random"):
-        return [dense, (None, "finetune", n * cfg.sparse_epochs * m)]
-    if family in SD_FORWARDS and cfg.method.endswith(("-simple", "-epsd")):
-        return [(None, "sparse", n * cfg.sparse_epochs * m * SD_FORWARDS[family])]
-    if cfg.method == "colt":
-        # two halves, each on half of the data, per round-epoch: one full epoch's images
-        rounds = _rounds(cfg.sparsity, opt.get("prune_fraction", 0.15))
-        return [(None, "rounds", n * rounds * cfg.round_epochs * m),
-                (None, "ticket", n * cfg.sparse_epochs * m)]
-    if cfg.method == "egp":
-        rounds = _rounds(cfg.sparsity, opt.get("prune_fraction", 0.5))
-        return [dense, (None, "rounds", n * rounds * cfg.round_epochs * m)]
-    # a method this model does not know: a dense training plus a sparse one
-    return [dense, (None, "sparse", n * cfg.sparse_epochs * m)]
+class PhaseCost(NamedTuple):
+    """One phase of a cell: its cache key (None: the cell's own), name and work in ResNet-18-CIFAR
+    image equivalents (images × epochs × relative cost per image)."""
+
+    key: tuple | None
+    name: str
+    work: float
+    prefix: bool = False  # a round of a trajectory shared across sparsities (off with --no-share)
+
+
+def shared(cfg: RunConfig, kind: str, key: Mapping[str, Any]) -> tuple:
+    """The estimate's identity of a cached phase: the fields the cache keys it by at run time
+    (bench.phase_keys), with the dataset's name standing in for its content fingerprint."""
+    from bench.phase_keys import cache_fields
+
+    return (kind, json.dumps({**cache_fields(cfg), "train_fraction": cfg.train_fraction, **key},
+                             sort_keys=True, default=str))
+
+
+def train_images(cfg: RunConfig) -> float:
+    return TRAIN_IMAGES.get(cfg.dataset, 45000) * cfg.train_fraction
+
+
+def dense_phase(cfg: RunConfig) -> PhaseCost:
+    """The dense CE network shared by magnitude, random and EGP (none when loaded)."""
+    from bench.phase_keys import dense_key
+
+    work = 0.0 if cfg.dense_checkpoint else \
+        train_images(cfg) * cfg.dense_epochs * relative_cost(cfg.model, cfg.dataset)
+    kind = "dense-loaded" if cfg.dense_checkpoint else "dense-ce"
+    return PhaseCost(shared(cfg, kind, dense_key(cfg)), "dense", work)
+
+
+def teacher_phase(cfg: RunConfig) -> PhaseCost:
+    from bench.phase_keys import teacher_key
+
+    work = 0.0 if cfg.teacher_checkpoint else \
+        train_images(cfg) * cfg.teacher_epochs * relative_cost(cfg.teacher, cfg.dataset)
+    kind = "teacher-loaded" if cfg.teacher_checkpoint else "teacher"
+    return PhaseCost(shared(cfg, kind, teacher_key(cfg)), "teacher", work)
+
+
+def default_cost(cfg: RunConfig) -> list[PhaseCost]:
+    """A method that declares no cost: a dense training plus a sparse one."""
+    m = relative_cost(cfg.model, cfg.dataset)
+    return [dense_phase(cfg), PhaseCost(None, "sparse", train_images(cfg) * cfg.sparse_epochs * m)]
+
+
+def cell_phases(cfg: RunConfig) -> list[PhaseCost]:
+    """The phases of a cell as its method declares them (register_method(cost=...))."""
+    from bench.catalog import METHODS
+
+    method = METHODS.get(cfg.method)
+    return (method.cost or default_cost)(cfg)
 
 
 def estimate_gpu_hours(cells: Sequence[RunConfig],
-                       images_per_second: float = REFERENCE_IMAGES_PER_SECOND) -> float:
-    """Estimated GPU-hours to run `cells` from an empty cache (see the cost model above)."""
+                       images_per_second: float = REFERENCE_IMAGES_PER_SECOND,
+                       share: bool = True) -> float:
+    """Estimated GPU-hours to run `cells` from an empty cache (see the cost model above): a
+    shared phase, a COLT or EGP round prefix included, counts once per cache key. `share=False`:
+    as with --no-share, round prefixes count once per cell."""
     seen: set[tuple] = set()
     images = 0.0
     for cfg in cells:
-        for key, _, work in cell_phases(cfg):
-            if key is not None:
+        for key, _, work, prefix in cell_phases(cfg):
+            if key is not None and (share or not prefix):
                 if key in seen:
                     continue
                 seen.add(key)

@@ -124,6 +124,10 @@ class Method:
     # precheck(config) -> None, or one line saying why the method cannot reach the config's
     # target: `bench.run --dry-run` lists it, and the cell fails with it before training
     precheck: Callable[[Any], str | None] | None = None
+    # cost(config) -> [bench.estimate.PhaseCost]: the phases a cell runs, the cache key of each
+    # shared one and its work, for `bench.run --dry-run`'s GPU-hour estimate. None: a dense
+    # training plus a sparse one (bench.estimate.default_cost).
+    cost: Callable[[Any], list] | None = None
 
     def normalize_options(self, given: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
         out = {}
@@ -153,13 +157,14 @@ class Method:
 def register_method(name: str, *, options: Mapping[str, Option] | None = None,
                     uses_temperature: bool = False, label_options: tuple[str, ...] = (),
                     requires_epochs: tuple[str, ...] = (), description: str = "",
-                    replace: bool = False, precheck: Callable[[Any], str | None] | None = None):
+                    replace: bool = False, precheck: Callable[[Any], str | None] | None = None,
+                    cost: Callable[[Any], list] | None = None):
     """Register `run(ctx) -> model` under `name`. A clash with an existing name is an error."""
     def decorator(run: Callable[[MethodContext], "nn.Module"]):
         method = Method(name, run, dict(options or {}), uses_temperature, label_options,
                         requires_epochs,
                         description or (run.__doc__ or "").strip().split("\n")[0],
-                        precheck=precheck)
+                        precheck=precheck, cost=cost)
         METHODS.register(name, replace=replace)(method)
         return run
     return decorator

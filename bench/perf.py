@@ -40,6 +40,8 @@ TARGETS = {
     "precision": ("training at a precision / memory format vs fp32 contiguous (images/s)",
                   "auto: resnet20 >= 1.8x, resnet18 >= 2x"),
     "lean-loader": ("training, per-batch crops / whole-split crop windows (images/s)", ">= 0.95x"),
+    "sharing": ("COLT / EGP on digits, 5 sparsities: --no-share / shared round prefixes (s)",
+                "colt >= 2x, egp >= 1.4x; estimate within 25 %"),
 }
 
 
@@ -385,6 +387,10 @@ def main(argv=None) -> int:
         from bench.perf_precision import precision_rows
 
         precision_rows(args, row)
+    if "sharing" in rows:
+        from bench.perf_sharing import sharing_rows
+
+        sharing_rows(args, row)
     return 0
 
 

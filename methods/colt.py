@@ -46,6 +46,7 @@ from torch import nn
 from bench.data import DataBundle, Split
 from bench.masks import (MASK_BUFFER, Accounting, Mask, attach_mask, flatten, intersect, keep_best,
                          keep_count, prunable_modules, prune_global, removal_rank, unflatten)
+from bench.estimate import PhaseCost, relative_cost, rounds_to, shared, train_images
 from bench.method import Option, register_method
 from bench.rounds import check_start, resume, shared_round, state_digest, timed
 
@@ -198,7 +199,24 @@ def _conv_target(ctx, model: nn.Module, names: list[str]) -> tuple[int, int, int
     return keep, conv_total, other_total
 
 
-@register_method("colt", requires_epochs=("round_epochs", "sparse_epochs"), options={
+def trajectory_key(cfg) -> dict:
+    """What determines COLT's rounds, whatever the target: the cache key of each round."""
+    return {"model": cfg.model, "round_epochs": cfg.round_epochs,
+            "prune_fraction": cfg.option_dict["prune_fraction"]}
+
+
+def colt_cost(cfg) -> list[PhaseCost]:
+    """Each round trains two halves on half of the data each: one full epoch's images per
+    round-epoch, shared by every cell that reaches the round; the ticket is the cell's own."""
+    n, m = train_images(cfg), relative_cost(cfg.model, cfg.dataset)
+    rounds = rounds_to(cfg.sparsity, cfg.option_dict["prune_fraction"])
+    key = trajectory_key(cfg)
+    return [PhaseCost(shared(cfg, "colt-round", {**key, "round": r}), f"round{r}",
+                      n * cfg.round_epochs * m, prefix=True) for r in range(1, rounds + 1)] + \
+        [PhaseCost(None, "ticket", n * cfg.sparse_epochs * m)]
+
+
+@register_method("colt", requires_epochs=("round_epochs", "sparse_epochs"), cost=colt_cost, options={
     "prune_fraction": Option(0.15, check=lambda v: 0.0 < v < 1.0, valid="must be in (0, 1)",
                              help="fraction of the remaining conv weights each half prunes per "
                                   "round"),
@@ -229,8 +247,7 @@ def colt(ctx):
     # Round r trains both halves on the mask of round r - 1; only its prune depends on the
     # target. So the training of every round is shared by all cells that reach it (the cache,
     # keyed without the sparsity), and each cell prunes for itself (bench/rounds.py).
-    trajectory = {"model": cfg.model, "round_epochs": cfg.round_epochs,
-                  "prune_fraction": opts["prune_fraction"]}
+    trajectory = trajectory_key(cfg)
     device = next(ticket.parameters()).device
     for rnd in rounds:
         alive = count_kept(mask)

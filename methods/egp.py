@@ -60,6 +60,7 @@ from torch import nn
 
 from bench.masks import Accounting, attach_mask, get_mask, keep_count, prepare_for_state_dict, \
     prunable_modules, prune_per_layer, sparsity_report
+from bench.estimate import PhaseCost, dense_phase, relative_cost, rounds_to, shared, train_images
 from bench.method import Option, UnreachableTarget, register_method
 from bench.models import build_model
 from bench.rounds import check_start, resume, shared_round, state_digest, timed
@@ -319,7 +320,29 @@ def _egp_round(ctx, model: nn.Module, modules: Mapping[str, nn.Module], pruned: 
 
 
 
+def trajectory_key(cfg) -> dict:
+    """What determines EGP's full rounds, whatever the target: the cache key of each."""
+    opts = cfg.option_dict
+    return {"model": cfg.model, "dense_epochs": cfg.dense_epochs, "round_epochs": cfg.round_epochs,
+            "prune_fraction": opts["prune_fraction"], "entropy_batches": opts["entropy_batches"]}
+
+
+def egp_cost(cfg) -> list[PhaseCost]:
+    """The shared dense network; rounds before the last remove their full share and are shared
+    by every cell that passes through them, the last (partial) round is the cell's own. (That
+    the last round is partial is the model's assumption: a target met exactly by full rounds
+    would share it too.)"""
+    n, m = train_images(cfg), relative_cost(cfg.model, cfg.dataset)
+    rounds = rounds_to(cfg.sparsity, cfg.option_dict["prune_fraction"])
+    key = trajectory_key(cfg)
+    return [dense_phase(cfg)] + [
+        PhaseCost(shared(cfg, "egp-round", {**key, "round": r}) if r < rounds else None,
+                  f"round{r}", n * cfg.round_epochs * m, prefix=True)
+        for r in range(1, rounds + 1)]
+
+
 @register_method("egp", requires_epochs=("dense_epochs", "round_epochs"), precheck=check_target,
+                 cost=egp_cost,
                  options={
     "prune_fraction": Option(0.5, check=lambda v: 0.0 < v < 1.0, valid="must be in (0, 1)",
                              help="fraction of the remaining weights of the pruned layers removed "
@@ -363,9 +386,7 @@ def egp(ctx):
     # A round that removes its full share (p of what is left) does not depend on the target, so
     # its state is shared by every cell that passes through it (the cache, keyed without the
     # sparsity); the last, partial round is each cell's own (bench/rounds.py).
-    trajectory = {"model": cfg.model, "dense_epochs": cfg.dense_epochs,
-                  "round_epochs": cfg.round_epochs, "prune_fraction": opts["prune_fraction"],
-                  "entropy_batches": opts["entropy_batches"]}
+    trajectory = trajectory_key(cfg)
     for rnd in rounds:
         mask = get_mask(model)
         kept = sum(int(mask[n].sum()) for n in pruned)

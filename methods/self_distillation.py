@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from bench.loader import Batch, IndexSampler
+from bench.estimate import PhaseCost, relative_cost, train_images
 from bench.method import Option, register_method
 from bench.registry import UsageError
 from bench.saliency import META_GRADS, meta_gradient_scores, normalize_by_sum
@@ -202,6 +203,17 @@ FAMILIES = {
 CRITERION_TITLES = {"simple": "CE meta-gradient", "epsd": "{title}-loss meta-gradient (EPSD)"}
 
 
+# samples forwarded per new training sample: CS-KD and DLB forward a second batch
+SD_FORWARDS = {"cskd": 2.0, "dlb": 2.0, "pskd": 1.0}
+
+
+def _cost(sd_name: str):
+    def cost(cfg) -> list[PhaseCost]:
+        work = train_images(cfg) * cfg.sparse_epochs * relative_cost(cfg.model, cfg.dataset)
+        return [PhaseCost(None, "sparse", work * SD_FORWARDS[sd_name])]
+    return cost
+
+
 def _register(sd_name: str, family: Family, criterion: str) -> None:
     def run(ctx) -> nn.Module:
         return early_prune_then_distill(ctx, criterion, sd_name, family.recipe)
@@ -210,7 +222,7 @@ def _register(sd_name: str, family: Family, criterion: str) -> None:
     run.__name__ = run.__qualname__ = f"{sd_name}_{criterion}"
     register_method(f"{sd_name}-{criterion}", options={**family.options, **CRITERION_OPTIONS},
                     description=f"Prune at init by {what}, train the sparse net with "
-                                f"{family.title}.")(run)
+                                f"{family.title}.", cost=_cost(sd_name))(run)
 
 
 for _sd_name, _criterion in itertools.product(FAMILIES, CRITERIA):

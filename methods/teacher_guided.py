@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from bench.importance import SCORES, ImportanceEMA
 from bench.losses import KD_NORMS, cross_entropy, teacher_guided_loss
+from bench.estimate import PhaseCost, relative_cost, shared, teacher_phase, train_images
 from bench.method import Option, register_method
 from bench.trainer import ce_objective
 
@@ -46,7 +47,28 @@ class TeacherGuidedObjective:
         return loss, logits
 
 
-@register_method("tg-oneshot", options=OPTIONS, uses_temperature=True,
+def student_key(cfg) -> dict:
+    """What determines the teacher-guided dense student and its importance scores."""
+    opt = cfg.option_dict
+    return {"model": cfg.model, "epochs": cfg.dense_epochs, "teacher": cfg.teacher,
+            "teacher_epochs": cfg.teacher_epochs, "alpha": cfg.alpha,
+            "temperature": cfg.resolved_temperature(),
+            **{k: opt[k] for k in ("kd_norm", "score", "beta", "score_epochs", "score_batches")}}
+
+
+def tg_cost(cfg) -> list[PhaseCost]:
+    """Teacher and student shared (a teacher forward inside KD costs a third of a training step),
+    retraining per cell."""
+    n, m = train_images(cfg), relative_cost(cfg.model, cfg.dataset)
+    t = relative_cost(cfg.teacher, cfg.dataset)
+    retrain = m + (t / 3.0 if cfg.option_dict["retrain"] == "kd" else 0.0)
+    return [teacher_phase(cfg),
+            PhaseCost(shared(cfg, "tg-student", student_key(cfg)), "student",
+                      n * cfg.dense_epochs * (m + t / 3.0)),
+            PhaseCost(None, "retrain", n * cfg.sparse_epochs * retrain)]
+
+
+@register_method("tg-oneshot", options=OPTIONS, uses_temperature=True, cost=tg_cost,
                  label_options=("retrain",), requires_epochs=("teacher_epochs", "dense_epochs"))
 def teacher_guided_oneshot(ctx):
     """Teacher-guided dense training with importance accumulation, one-shot global pruning,
@@ -71,11 +93,7 @@ def teacher_guided_oneshot(ctx):
                 {"student_test_acc": ctx.trainer.accuracy(student, ctx.data.test),
                  "scored_steps": importance.steps, "phases": {"student": result.as_record()}})
 
-    key = {"model": cfg.model, "epochs": cfg.dense_epochs, "teacher": cfg.teacher,
-           "teacher_epochs": cfg.teacher_epochs, "alpha": cfg.alpha,
-           "temperature": ctx.temperature,
-           **{k: opt[k] for k in ("kd_norm", "score", "beta", "score_epochs", "score_batches")}}
-    entry = ctx.cached_phase("tg-student", key, train_student_and_score)
+    entry = ctx.cached_phase("tg-student", student_key(cfg), train_student_and_score)
     student = ctx.make_model()
     student.load_state_dict(entry.payload["state_dict"])
     ctx.extra["dense_test_acc"] = entry.meta["student_test_acc"]

@@ -317,3 +317,80 @@ def test_training_curves_one_panel_per_phase(report, tmp_path):
     (line,) = [ln for ln in panels["round1-a (sparsity 98 %)"].lines
                if ln.get_label() == "tg-oneshot-kd"]
     assert list(line.get_ydata()) == pytest.approx([45.0, 70.0])
+
+
+# --- the grids ------------------------------------------------------------------------------------
+
+
+def test_paper_grid_cells():
+    grid = load_grid("paper")
+    cells = grid.cells()
+    # the paper's twelve method rows, written out (not derived from the grid's own list)
+    assert sorted({c.label for c in cells}) == sorted([
+        "tg-oneshot-ft", "tg-oneshot-kd", "magnitude", "random",
+        "cskd-simple", "cskd-epsd", "pskd-simple", "pskd-epsd", "dlb-simple", "dlb-epsd",
+        "colt", "egp"])
+    assert {c.dataset for c in cells} == {"cifar10", "cifar100", "tinyimagenet"}
+    assert {c.seed for c in cells} == {0, 1, 2}
+    assert all(c.model == "resnet18" and c.teacher == "resnet50" for c in cells)
+    colt_point = {(c.label, c.dataset, c.seed) for c in cells if c.sparsity == COLT_SPARSITY}
+    assert ("tg-oneshot-kd", "tinyimagenet", 2) in colt_point
+    if "colt" in catalog.METHODS:
+        assert ("colt", "cifar10", 0) in colt_point
+        assert {c.round_epochs for c in cells if c.method == "colt"} == {50}
+    assert len(cells) == len({c.id for c in cells})
+    assert len(load_grid("cifar-small").cells()) == 12
+    temps = load_grid("paper-temperature").cells()
+    assert {c.temperature for c in temps} == {2.0, 3.0, 4.0, 5.0} and len(temps) == 4 * 3 * 3 * 3
+
+
+def test_method_aware_grid_skips_unregistered_and_takes_per_method_budgets():
+    grid = MethodAwareGrid(name="g", methods=("magnitude", "not-yet-written"),
+                           datasets=("synthetic",), sparsities=(0.5,), seeds=(0, 1),
+                           per_method={"magnitude": {"sparse_epochs": 7}},
+                           extra_points=(("not-yet-written", 0.977), ("magnitude", 0.977)))
+    cells = grid.cells()
+    assert grid.unregistered_methods() == ["not-yet-written"]
+    assert [(c.sparsity, c.seed) for c in cells] == [(0.5, 0), (0.977, 0), (0.5, 1), (0.977, 1)]
+    assert {c.sparse_epochs for c in cells} == {7}
+    # the base (where --set overrides go) wins over per-method budgets
+    import dataclasses
+
+    assert {c.sparse_epochs for c in dataclasses.replace(grid, base={"sparse_epochs": 3})
+            .cells()} == {3}
+
+
+def test_gpu_hours_cost_model():
+    from bench.config import RunConfig
+
+    cfg = RunConfig(method="magnitude", dataset="cifar10", model="resnet18", dense_epochs=10,
+                    sparse_epochs=5)
+    # 45,000 images x 15 epochs x ResNet-18 cost at 3,800 images/s
+    assert estimate_gpu_hours([cfg]) == pytest.approx(45000 * 15 / 3800 / 3600)
+    other = cfg.replace(sparsity=0.5)  # shares the dense network: only 5 more epochs
+    assert estimate_gpu_hours([cfg, other]) == pytest.approx(45000 * 20 / 3800 / 3600)
+    tg = RunConfig(method="tg-oneshot", dataset="cifar10", model="resnet18", teacher="resnet18",
+                   teacher_epochs=1, dense_epochs=1, sparse_epochs=1, options=(("retrain", "ft"),))
+    assert [p.name for p in cell_phases(tg)] == ["teacher", "student", "retrain"]
+    assert estimate_gpu_hours([tg]) == pytest.approx(45000 * (1 + 4 / 3 + 1) / 3800 / 3600)
+    assert RELATIVE_MACS_32["resnet20"] * RESNET18_MACS_32 == pytest.approx(
+        count_macs("resnet20"), rel=2e-3)
+
+
+def test_print_dry_run_shows_gpu_hours(tmp_path, capsys):
+    from bench.run import print_dry_run
+
+    grid = load_grid("quick")
+    print_dry_run(grid, grid.cells(), ResultStore(tmp_path))
+    out = capsys.readouterr().out
+    assert out.startswith("grid quick: 12 cells") and "GPU-hours" in out.splitlines()[0]
+    rows = out.splitlines()[1:]
+    assert len(rows) == 12
+    # only the teacher-guided rows carry a temperature (digits default T=3)
+    assert {"tg-oneshot" in r for r in rows if "T=3" in r} == {True}
+    assert sum("T=" in r for r in rows) == sum("tg-oneshot" in r for r in rows) == 6
+
+
+def test_unknown_grid_is_a_usage_error():
+    with pytest.raises(UsageError, match=r"unknown grid 'no-such-grid'; valid: .*quick"):
+        load_grid("no-such-grid")

@@ -106,3 +106,55 @@ def test_a_shared_round_killed_half_way_resumes_from_its_last_epoch(tmp_path):
     record = store.read(cfg.id)
     assert record["phases"]["round1-a"]["resumed_from_epoch"] >= 1
     assert record["phases"]["round1-a"]["cached"] is False  # this cell finished it
+
+
+# -- the cost model: each method declares its phases; prefixes count once -----------------------
+
+def test_the_estimate_counts_each_shared_round_once():
+    from bench.estimate import (REFERENCE_IMAGES_PER_SECOND as RATE, cell_phases,
+                                estimate_gpu_hours, relative_cost, rounds_to)
+
+    sparsities = (0.5, 0.7, 0.8, 0.9, 0.95)
+    colt = [RunConfig(method="colt", dataset="cifar10", model="resnet18", sparsity=s,
+                      round_epochs=4, sparse_epochs=2) for s in sparsities]
+    n, m = 45000, relative_cost("resnet18", "cifar10")
+    rounds = [rounds_to(s, 0.15) for s in sparsities]
+    assert rounds == sorted(rounds) and rounds[0] < rounds[-1]
+    alone = sum(estimate_gpu_hours([c]) for c in colt)
+    together = estimate_gpu_hours(colt)
+    assert alone == pytest.approx((sum(rounds) * 4 + 5 * 2) * n * m / RATE / 3600)
+    assert together == pytest.approx((max(rounds) * 4 + 5 * 2) * n * m / RATE / 3600)
+    assert [p.name for p in cell_phases(colt[0])][-1] == "ticket"
+
+    egp = [RunConfig(method="egp", dataset="cifar10", model="resnet18", sparsity=s,
+                     dense_epochs=10, round_epochs=4) for s in sparsities]
+    rounds = [rounds_to(s, 0.5) for s in sparsities]
+    # the dense network once; rounds before each cell's last shared; every last round its own
+    shared_rounds = max(r - 1 for r in rounds)
+    assert estimate_gpu_hours(egp) == pytest.approx(
+        (10 + (shared_rounds + len(sparsities)) * 4) * n * m / RATE / 3600)
+    # another seed is another trajectory
+    assert estimate_gpu_hours(egp + [c.replace(seed=1) for c in egp]) == \
+        pytest.approx(2 * estimate_gpu_hours(egp))
+
+
+def test_a_plugin_method_declares_its_own_cost(tmp_path):
+    from bench.estimate import PhaseCost, cell_phases, estimate_gpu_hours, shared
+    from bench.method import register_method
+
+    def cost(cfg):
+        return [PhaseCost(shared(cfg, "warmup", {"model": cfg.model}), "warmup", 3800.0 * 3600),
+                PhaseCost(None, "own", 3800.0 * 1800)]
+
+    @register_method("test-costed", cost=cost, replace=True)
+    def costed(ctx):
+        raise NotImplementedError
+
+    from bench.catalog import METHODS
+
+    try:
+        cells = [RunConfig(method="test-costed", sparsity=s) for s in (0.5, 0.9)]
+        assert [p.name for p in cell_phases(cells[0])] == ["warmup", "own"]
+        assert estimate_gpu_hours(cells) == pytest.approx(1.0 + 2 * 0.5)
+    finally:  # the registry is the process's: leave it as the other tests expect it
+        METHODS._items.pop("test-costed", None)
