@@ -13,7 +13,8 @@ arXiv 2212.12770; official code github.com/ismail31416/COLT).
 
 Budgets: each half trains config.round_epochs per round, the ticket config.sparse_epochs. The
 record's cost is the sum of all rounds (both halves, evaluation, pruning) plus the ticket training;
-the rounds are resumable one by one (bench/rounds.py).
+the rounds are resumable one by one (bench/rounds.py), and each round's training is shared by
+every cell of the same trajectory whatever its target (docs/methods.md; --no-share turns it off).
 
 Interpretation choices (docs/methods.md gives each one its reason):
 - Only Conv2d weights are pruned (the original's default conv ratio 0.15, linear/output 0); Linear

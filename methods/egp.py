@@ -24,7 +24,9 @@ keep fewer than one weight) is found before training by `check_target`, the meth
 Budgets: the dense network is the harness's cached CE model (config.dense_epochs, shared with
 magnitude/random and reported as shared cost); each round retrains config.round_epochs with a fresh
 optimizer (the original: 160 epochs, then 160 per round). The rounds are resumable one by one
-(bench/rounds.py); every round's pruning, training and test evaluation are timed phases.
+(bench/rounds.py); every round's pruning, training and test evaluation are timed phases. A round
+that removes its full share is shared by every cell of the same trajectory whatever its target
+(docs/methods.md; --no-share turns it off).
 
 Entropy (`relu_entropy`, `ReluEntropy`): for one batch and one ReLU, p_c is the fraction of positive
 inputs of channel c (over batch and space); channels with p_c ∈ {0, 1} are left out and the batch's
