@@ -205,3 +205,21 @@ def test_a_checkpoint_of_another_architecture_or_class_count_is_exit_2_before_tr
     assert "teacher_checkpoint=" in out.stderr and "does not fit" in out.stderr
     assert "checkpoint (10," in out.stderr or "(10, " in out.stderr
     assert not (tmp_path / "r" / "records").exists() or not list((tmp_path / "r" / "records").iterdir())
+
+
+def test_a_dense_cell_is_a_teacher_checkpoint_as_it_stands(tmp_path, tiny):
+    from bench.cell import RunOptions, run_cell
+    from bench.store import ResultStore
+
+    store = ResultStore(tmp_path / "r")
+    opts = RunOptions(progress=False)
+    dense = run_cell(RunConfig(**tiny, method="dense", sparsity=0.0), store, opts)
+    assert dense["status"] == "ok" and dense["sparsity"]["prunable"] == 0.0
+    path = store.checkpoint_path(dense["id"])
+    tg = run_cell(RunConfig(**{**tiny, "method": "tg-oneshot", "sparsity": 0.5,
+                               "teacher_checkpoint": str(path)}), store, opts)
+    assert tg["status"] == "ok", tg.get("error")
+    assert tg["extra"]["teacher"]["test_acc"] == pytest.approx(dense["accuracy"]["test"])
+    assert tg["extra"]["teacher"]["sha256"] == tg["config"]["teacher_checkpoint_sha256"]
+    bad = run_cell(RunConfig(**tiny, method="dense", sparsity=0.5), store, opts)
+    assert bad["status"] == "failed" and "sparsity 0" in bad["error"]["message"]
