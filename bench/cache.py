@@ -71,6 +71,21 @@ class PhaseCache:
             shutil.rmtree(scratch, ignore_errors=True)
             return CacheEntry(payload, meta, False, digest)
 
+    def plan_keys(self) -> set[tuple]:
+        """The Slurm plan's keys (bench.estimate.shared) of the complete entries: which shared
+        phases need no job. Entries written before plan keys existed are not listed; their
+        phase job then finds them and stops at once."""
+        out: set[tuple] = set()
+        for sidecar in self.root.glob("*/*.json"):
+            try:
+                data = json.loads(sidecar.read_text())
+                key = data["meta"].get("plan_key")
+                if key and sidecar.with_suffix(".pt").is_file():
+                    out.add(tuple(key))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue
+        return out
+
     def _load(self, blob: Path, meta_path: Path) -> tuple[dict, dict] | None:
         if not (blob.is_file() and meta_path.is_file()):
             return None

@@ -66,6 +66,7 @@ class CellContext:
     accounting: Accounting = Accounting()  # the weights the target is counted over
     loaded: set[str] = field(default_factory=set)  # checkpoint fields the method used
     share: bool = True  # RunOptions.share
+    stop_after: tuple | None = None  # prefetch(): the shared phase to stop after
 
     @property
     def options(self) -> dict[str, Any]:
@@ -94,6 +95,8 @@ class CellContext:
               record_as: str | None = None) -> PhaseResult:
         """Train through the one trainer, resumable per epoch, and record the phase."""
         name = record_as or phase.name
+        if self.stop_after is not None:
+            raise PhaseReached(f"stopped before the cell's own training ({name})")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         result = self.trainer.fit(model, phase, objective, hooks, sampler=sampler,
                                   checkpoint=self.work_dir / f"{name}.pt")
@@ -121,9 +124,21 @@ class CellContext:
         full_key = {**cache_fields(self.config), "data": dataset_fingerprint(self.data), **key}
         if self.trainer.precision != "fp32":  # fp32 phases keep the keys they had before
             full_key["precision"] = self.trainer.precision
-        entry = self.cache.get_or_compute(kind, full_key, compute)
+        from bench.estimate import shared
+
+        plan_key = shared(self.config, kind, key)
+
+        def tagged(scratch: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+            payload, meta = compute(scratch)  # the Slurm plan finds the entry by this key
+            return payload, {**meta, "plan_key": list(plan_key)}
+
+        entry = self.cache.get_or_compute(kind, full_key, tagged)
         for name, rec in entry.meta.get("phases", {}).items():
             self.phases[name] = {**rec, "cached": entry.hit, "shared": True, "cache_key": entry.key_hash}
+        if self.stop_after is not None:
+            if plan_key == self.stop_after:
+                raise PhaseReached(f"{kind} {'read from' if entry.hit else 'computed into'} "
+                                   "the cache")
         return entry
 
     # -- shared phases used by several methods -----------------------------------------------------
@@ -248,6 +263,40 @@ def seed_everything(seed: int) -> None:
         pass
 
 
+def make_context(config: RunConfig, store: ResultStore, options: RunOptions,
+                 device: torch.device) -> CellContext:
+    data = cached_dataset(config.dataset, options.data_root, options.download,
+                          config.train_fraction)
+    trainer = Trainer(data, device, seed=config.seed, compile=options.compile,
+                      progress=options.progress, precision=resolve_precision(config.precision, device),
+                      memory_format=resolve_memory_format(device, config.model))
+    return CellContext(config, data, trainer, PhaseCache(store.cache_dir),
+                       store.work_dir(config.id), expected_sparsity=config.sparsity,
+                       share=options.share)
+
+
+class PhaseReached(Exception):
+    """A prefetch reached the phase it was asked for (or the cell's own work): it stops."""
+
+
+def prefetch(config: RunConfig, store: ResultStore, options: RunOptions, stop: tuple) -> str:
+    """Run `config`'s method only as far as its shared phases go: until the cached phase whose
+    estimate key (bench.estimate.shared) is `stop` is in the cache, or until the method starts
+    training for the cell itself. Writes no record (the cell runs later, as a job of its own,
+    and finds the phases cached). Returns how it stopped. Errors propagate: a phase job fails."""
+    method = catalog.METHODS.get(config.method)
+    seed_everything(config.seed)
+    ctx = make_context(config, store, options, torch.device(options.device))
+    ctx.stop_after = stop
+    try:
+        method.run(ctx)
+    except PhaseReached as reached:
+        return str(reached)
+    finally:
+        shutil.rmtree(ctx.work_dir, ignore_errors=True)  # the cell's own work starts afresh
+    return "the method ended"
+
+
 def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOptions()) -> dict:
     """Run one cell and write its record (ok or failed). Returns the record."""
     method = catalog.METHODS.get(config.method)
@@ -266,16 +315,10 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
         problem = method.precheck(config) if method.precheck else None
         if problem:
             raise UnreachableTarget(problem)
-        data = cached_dataset(config.dataset, options.data_root, options.download,
-                              config.train_fraction)
+        ctx = make_context(config, store, options, device)
+        data, trainer = ctx.data, ctx.trainer
         record["data"] = {"train": len(data.train), "val": len(data.val), "test": len(data.test),
                           "train_fraction": config.train_fraction}
-        trainer = Trainer(data, device, seed=config.seed, compile=options.compile,
-                          progress=options.progress, precision=record["precision"],
-                          memory_format=record["memory_format"])
-        ctx = CellContext(config, data, trainer, PhaseCache(store.cache_dir),
-                          store.work_dir(config.id), expected_sparsity=config.sparsity,
-                          share=options.share)
         model = method.run(ctx)
         unused = [f for f in ("teacher_checkpoint", "dense_checkpoint")
                   if getattr(config, f) is not None and f not in ctx.loaded]

@@ -173,7 +173,7 @@ def run_slurm(cells: Sequence[RunConfig], store: ResultStore, options: RunOption
     """bench.run's --executor slurm: submit the missing cells; with `wait_for_jobs`, block until
     every cell of the selection that is in Slurm's hands has settled. Returns the exit code."""
     from bench.plugins import loaded_plugins
-    from bench.slurm.job import print_submission, submit
+    from bench.slurm.job import print_submission
     from bench.slurm.queue import live_cells
     from bench.status import collect, format_states
 
@@ -184,8 +184,14 @@ def run_slurm(cells: Sequence[RunConfig], store: ResultStore, options: RunOption
     print(f"grid {grid_name}: {len(cells)} cells: {done} done, {len(in_flight)} already queued or "
           f"running in Slurm, {len(todo)} to submit")
     if todo:
-        sub = submit(todo, store, options, profile, force=force, grid=grid_name,
-                     plugins=loaded_plugins())
+        from bench.slurm.phases import plan_for, print_plan, submit_plan
+
+        plan = plan_for(todo, store, options)
+        print_plan(plan)
+        phase_ids, sub = submit_plan(plan, store, options, profile, force=force, grid=grid_name,
+                                     plugins=loaded_plugins())
+        if phase_ids:
+            print("phase jobs: " + ", ".join(f"{p} -> Slurm job {j}" for p, j in phase_ids.items()))
         print_submission(sub, profile, status_cmd, store.root)
     if not wait_for_jobs:
         return 0

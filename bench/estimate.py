@@ -66,7 +66,9 @@ class PhaseCost(NamedTuple):
     key: tuple | None
     name: str
     work: float
-    prefix: bool = False  # a round of a trajectory shared across sparsities (off with --no-share)
+    # a round of a trajectory shared across sparsities (off with --no-share): the trajectory's
+    # identity (bench.estimate.shared of its key without the round), else None
+    prefix: tuple | None = None
 
 
 def shared(cfg: RunConfig, kind: str, key: Mapping[str, Any]) -> tuple:
@@ -86,19 +88,19 @@ def dense_phase(cfg: RunConfig) -> PhaseCost:
     """The dense CE network shared by magnitude, random and EGP (none when loaded)."""
     from bench.phase_keys import dense_key
 
-    work = 0.0 if cfg.dense_checkpoint else \
-        train_images(cfg) * cfg.dense_epochs * relative_cost(cfg.model, cfg.dataset)
-    kind = "dense-loaded" if cfg.dense_checkpoint else "dense-ce"
-    return PhaseCost(shared(cfg, kind, dense_key(cfg)), "dense", work)
+    if cfg.dense_checkpoint:  # loaded and measured once (CellContext._loaded)
+        return PhaseCost(shared(cfg, "dense-loaded", {"model": cfg.model}), "dense", 0.0)
+    work = train_images(cfg) * cfg.dense_epochs * relative_cost(cfg.model, cfg.dataset)
+    return PhaseCost(shared(cfg, "dense-ce", dense_key(cfg)), "dense", work)
 
 
 def teacher_phase(cfg: RunConfig) -> PhaseCost:
     from bench.phase_keys import teacher_key
 
-    work = 0.0 if cfg.teacher_checkpoint else \
-        train_images(cfg) * cfg.teacher_epochs * relative_cost(cfg.teacher, cfg.dataset)
-    kind = "teacher-loaded" if cfg.teacher_checkpoint else "teacher"
-    return PhaseCost(shared(cfg, kind, teacher_key(cfg)), "teacher", work)
+    if cfg.teacher_checkpoint:
+        return PhaseCost(shared(cfg, "teacher-loaded", {"model": cfg.teacher}), "teacher", 0.0)
+    work = train_images(cfg) * cfg.teacher_epochs * relative_cost(cfg.teacher, cfg.dataset)
+    return PhaseCost(shared(cfg, "teacher", teacher_key(cfg)), "teacher", work)
 
 
 def default_cost(cfg: RunConfig) -> list[PhaseCost]:

@@ -127,7 +127,12 @@ def _main(args: argparse.Namespace) -> int:
     if args.dry_run:
         print_dry_run(grid, cells, store)
         if args.executor == "slurm":
+            from bench.cell import RunOptions
+            from bench.slurm.phases import plan_for, print_plan
+
             print(describe(profile, sum(not store.is_done(c.id) for c in cells)))
+            todo = [c for c in cells if not store.is_done(c.id)]
+            print_plan(plan_for(todo, store, RunOptions(share=not args.no_share)))
         return 0
     from bench.cell import RunOptions
 

@@ -45,6 +45,7 @@ class CellFacts:
     log_dir: str
     live: str | None  # squeue's state (or sacct's while it still says queued or running)
     final: str | None  # sacct's state
+    phases: tuple = ()  # states of the phase jobs it waits for (bench/slurm/phases.py)
 
 
 def cell_facts(cell: Any, store: Any, submission: dict[str, Any] | None,
@@ -60,8 +61,13 @@ def cell_facts(cell: Any, store: Any, submission: dict[str, Any] | None,
     state = live.get(jid) if jid else None
     if state is None and jid and final.get(jid) in LIVE_STATES:
         state = final[jid]  # squeue and sacct disagree for a moment; both are fresh enough
+    from bench.slurm.phases import read_phase_status
+
+    phases = tuple(read_phase_status(store, p) or {"id": p, "name": p, "state": "unknown"}
+                   for p in submission.get("after", ()))
     return CellFacts(record, corrupt, jid, str(submission.get("submitted", "")),
-                     submission.get("log_dir", ""), state, final.get(jid) if jid else None)
+                     submission.get("log_dir", ""), state, final.get(jid) if jid else None,
+                     phases)
 
 
 # --- the state decision: named predicates, asked in the order of `decide` -------------------------
@@ -79,6 +85,11 @@ def record_is_being_replaced(f: CellFacts) -> bool:
 
 def has_ok_record(f: CellFacts) -> bool:
     return f.record is not None and f.record["status"] == "ok" and not record_is_being_replaced(f)
+
+
+def failed_phase(f: CellFacts) -> dict | None:
+    """A phase job this cell waits for that failed: the cell never runs (Slurm cancels it)."""
+    return next((p for p in f.phases if p.get("state") == "failed"), None)
 
 
 def job_is_queued(f: CellFacts) -> bool:
@@ -106,14 +117,22 @@ def job_is_unknown(f: CellFacts) -> bool:
 
 
 def decide(f: CellFacts) -> CellStatus:
-    """The first of these that holds decides: an ok record (done), a queued job, a running job, a
+    """The first of these that holds decides: an ok record (done), a failed phase job it waits
+    for (failed, blocked), a queued job, a running job, a
     failed record that explains the failure, a job that ended without a record (failed), a job
     Slurm no longer knows (missing), nothing at all (missing)."""
     jid = f.job_id
     if has_ok_record(f):
         return CellStatus("done", jid, f"test acc {f.record['accuracy']['test']:.4f}")
+    phase = failed_phase(f)
+    if phase is not None and not job_is_running(f):
+        return CellStatus("failed", jid, f"blocked: phase {phase['name']} (job "
+                          f"{phase.get('slurm_job_id')}) failed: {phase.get('error', '')}; fix it "
+                          "and run bench.run again")
     if job_is_queued(f):
-        return CellStatus("queued", jid, "" if f.live == "PENDING" else f.live)
+        waiting = [f"{p['name']} ({p.get('state')})" for p in f.phases if p.get("state") != "ok"]
+        return CellStatus("queued", jid, f"waiting for phase {', '.join(waiting)}" if waiting
+                          else "" if f.live == "PENDING" else f.live)
     if job_is_running(f):
         return CellStatus("running", jid, "" if f.live == "RUNNING" else f.live)
     if record_explains_failure(f):

@@ -213,7 +213,8 @@ def colt_cost(cfg) -> list[PhaseCost]:
     rounds = rounds_to(cfg.sparsity, cfg.option_dict["prune_fraction"])
     key = trajectory_key(cfg)
     return [PhaseCost(shared(cfg, "colt-round", {**key, "round": r}), f"round{r}",
-                      n * cfg.round_epochs * m, prefix=True) for r in range(1, rounds + 1)] + \
+                      n * cfg.round_epochs * m, prefix=shared(cfg, "colt-round", key))
+            for r in range(1, rounds + 1)] + \
         [PhaseCost(None, "ticket", n * cfg.sparse_epochs * m)]
 
 

@@ -339,7 +339,7 @@ def egp_cost(cfg) -> list[PhaseCost]:
     key = trajectory_key(cfg)
     return [dense_phase(cfg)] + [
         PhaseCost(shared(cfg, "egp-round", {**key, "round": r}) if r < rounds else None,
-                  f"round{r}", n * cfg.round_epochs * m, prefix=True)
+                  f"round{r}", n * cfg.round_epochs * m, prefix=shared(cfg, "egp-round", key))
         for r in range(1, rounds + 1)]
 
 

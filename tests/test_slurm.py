@@ -262,24 +262,32 @@ def test_submission_is_chunked_recorded_and_not_repeated(tmp_path, capsys, monke
     res = main_here("bench.run", capsys, *args)
     assert res.returncode == 0, res.stderr
     assert "10 to submit" in res.stdout
-    assert "4 job array(s): 1000 (3 tasks), 1001 (3 tasks), 1002 (3 tasks), 1003 (a single job)" \
+    # the plan: the dense network both methods share is a phase job of its own (1000), and
+    # every array waits for it
+    assert "plan: 1 phase job(s) in 1 level(s), then 10 cell(s) in 1 array(s)" in res.stdout
+    assert "4 job array(s): 1001 (3 tasks), 1002 (3 tasks), 1003 (3 tasks), 1004 (a single job)" \
         in res.stdout
-    assert "python -m bench.status --grid" in res.stdout and "squeue -j 1000,1001,1002,1003" \
+    assert "python -m bench.status --grid" in res.stdout and "squeue -j 1001,1002,1003,1004" \
         in res.stdout
-    scripts = [(tmp_path / "sbatch-calls" / f"{i}.sh").read_text() for i in range(4)]
-    arrays = [dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)$", s, re.M)).get("array")
-              for s in scripts]
-    assert arrays == ["0-2%2", "0-2%2", "0-2%2", None]
+    scripts = [(tmp_path / "sbatch-calls" / f"{i}.sh").read_text() for i in range(5)]
+    flags = [dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)$", s, re.M)) for s in scripts]
+    assert [f.get("array") for f in flags] == [None, "0-2%2", "0-2%2", "0-2%2", None]
+    assert "dependency" not in flags[0]
+    assert all(f["dependency"] == "afterok:1000" and f["kill-on-invalid-dep"] == "yes"
+               for f in flags[1:])
     assert all("#SBATCH --partition=debug" in s for s in scripts)
+    phase = DelayedSubmission.load(results / "slurm" / "1000" / "1000_submitted.pkl").function
+    assert phase.job.name == "dense" and phase.job.cell.method in ("magnitude", "random")
     subs = json.loads((results / "submissions.json").read_text())["cells"]
     job_ids = sorted(e["job_id"] for e in subs.values())
-    assert job_ids == sorted([f"{a}_{i}" for a in (1000, 1001, 1002) for i in range(3)] + ["1003"])
+    assert job_ids == sorted([f"{a}_{i}" for a in (1001, 1002, 1003) for i in range(3)] + ["1004"])
     assert {e["grid"] for e in subs.values()} == {"g"}
+    assert {tuple(e["after"]) for e in subs.values()} == {(phase.job.id,)}
 
     # The pickled job of the single job is a CellJob for its cell: run it as the node would
     # (submitit's process_job minus the process), and check its requeue resubmits itself.
-    cell_id = next(c for c, e in subs.items() if e["job_id"] == "1003")
-    delayed = DelayedSubmission.load(results / "slurm" / "1003" / "1003_submitted.pkl")
+    cell_id = next(c for c, e in subs.items() if e["job_id"] == "1004")
+    delayed = DelayedSubmission.load(results / "slurm" / "1004" / "1004_submitted.pkl")
     job = delayed.function
     assert job.config.id == cell_id and job.results == str(results.resolve())
     assert job.checkpoint().function is job  # requeue: the same cell again
@@ -288,12 +296,14 @@ def test_submission_is_chunked_recorded_and_not_repeated(tmp_path, capsys, monke
     record = json.loads((results / "records" / f"{cell_id}.json").read_text())
     assert record["status"] == "ok"
 
-    # Submitting again: the done cell is skipped, cells Slurm still holds are not resubmitted.
-    (tmp_path / "squeue.out").write_text("1000_0|RUNNING\n1000_1|PENDING\n1000_2|PENDING\n")
+    # Submitting again: the done cell is skipped, cells Slurm still holds are not resubmitted,
+    # and the dense network that cell put in the cache needs no phase job any more.
+    (tmp_path / "squeue.out").write_text("1001_0|RUNNING\n1001_1|PENDING\n1001_2|PENDING\n")
     res = main_here("bench.run", capsys, *args)
     assert res.returncode == 0, res.stderr
     assert "1 done, 3 already queued or running in Slurm, 6 to submit" in res.stdout
-    assert "2 job array(s): 1004 (3 tasks), 1005 (3 tasks)" in res.stdout
+    assert "plan: 0 phase job(s)" in res.stdout
+    assert "2 job array(s): 1005 (3 tasks), 1006 (3 tasks)" in res.stdout
 
 
 def test_status_joins_store_submissions_squeue_and_sacct(tmp_path, monkeypatch):

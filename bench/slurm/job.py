@@ -109,25 +109,34 @@ class SubmissionError(RuntimeError):
     """sbatch refused a submission (the message is sbatch's)."""
 
 
-def make_executor(profile: ClusterProfile, folder: Path):
+def make_executor(profile: ClusterProfile, folder: Path, dependency: str = ""):
+    """`dependency`: Slurm job ids joined by ':' that must end ok first (afterok); if one fails,
+    Slurm cancels the dependent job (kill-on-invalid-dep) and bench.status says which phase."""
     import submitit
 
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=profile.max_requeues,
                                       python=profile.python)
-    executor.update_parameters(**slurm_parameters(profile))
+    params = slurm_parameters(profile)
+    if dependency:
+        params["additional_parameters"] = {**params.get("additional_parameters", {}),
+                                           "dependency": f"afterok:{dependency}",
+                                           "kill_on_invalid_dep": "yes"}
+    executor.update_parameters(**params)
     return executor
 
 
 def submit(cells: Sequence[RunConfig], store: ResultStore, options: RunOptions,
            profile: ClusterProfile, *, force: bool = False, grid: str = "",
-           plugins: Sequence[str] = ()) -> Submission:
-    """Submit `cells` as job arrays (chunked below MaxArraySize); record cell -> job id."""
+           plugins: Sequence[str] = (), dependency: str = "",
+           after: Sequence[str] = ()) -> Submission:
+    """Submit `cells` as job arrays (chunked below MaxArraySize); record cell -> job id.
+    `dependency`/`after`: the Slurm ids and the plan's ids of the phase jobs they wait for."""
     from submitit.core.utils import FailedJobError
 
     root = store.root.resolve()
     store = ResultStore(root)
     folder = root / JOB_LOG_DIR / "%j"
-    executor = make_executor(profile, folder)
+    executor = make_executor(profile, folder, dependency)
     max_size, origin = cluster_max_array_size(profile)
     size = array_chunk_size(max_size)
     job_ids: dict[str, str] = {}
@@ -149,7 +158,8 @@ def submit(cells: Sequence[RunConfig], store: ResultStore, options: RunOptions,
             job_ids[cfg.id] = job.job_id
             entries[cfg.id] = {"job_id": job.job_id, "submitted": now, "grid": grid,
                                "label": cfg.label, "profile": profile.name,
-                               "log_dir": str(root / JOB_LOG_DIR / job.job_id)}
+                               "log_dir": str(root / JOB_LOG_DIR / job.job_id),
+                               "after": list(after)}
         record_submissions(store, entries)
         arrays.append((jobs[0].job_id.split("_")[0], len(jobs)))
     return Submission(list(cells), job_ids, arrays, max_size, origin)

@@ -1,0 +1,120 @@
+"""A Slurm sweep as a graph of jobs: shared phases first, as jobs of their own, then the cells,
+each depending on the phases it needs (`--dependency=afterok:...`), so no allocation idles on a
+phase lock while another job trains the teacher.
+
+The graph is a pure function of the cells and of what the cache already holds (`make_plan`); it
+reads each method's declared phases (register_method(cost=...), bench/estimate.py), whose keys are
+the cache's own (bench/phase_keys.py), so the plan cannot drift from what the cells will compute.
+
+- A shared phase (teacher, teacher-guided student, dense network) not in the cache is one job,
+  run by the first cell that needs it, stopped right after that phase (`bench.cell.prefetch`).
+  It depends on the phases before it in that cell (the student on the teacher).
+- The round prefixes of one COLT or EGP trajectory (same seed and budgets, any target) are one
+  job: the trajectory's deepest cell computes every shared round, and stops there.
+- A cell depends on every phase job of its own chain; cells whose phases are all cached have no
+  dependency and start at once.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from bench.config import RunConfig
+from bench.estimate import PhaseCost, cell_phases
+
+
+@dataclass(frozen=True)
+class PhaseJob:
+    """One shared phase (or one trajectory of rounds) to compute before the cells that need it."""
+
+    id: str  # short, stable: names the job and its status file
+    name: str  # "teacher", "student", "dense", "colt rounds 1-25", ...
+    cell: RunConfig  # the cell that computes it (stopped after `stop`)
+    stop: tuple  # the cache key after which that cell stops
+    after: tuple[str, ...]  # ids of the phase jobs it needs first
+    work: float  # ResNet-18-CIFAR image equivalents (bench/estimate.py)
+
+
+@dataclass(frozen=True)
+class Plan:
+    phases: list[PhaseJob]  # in an order where every job comes after those it needs
+    cells: list[tuple[RunConfig, tuple[str, ...]]]  # each cell and the phase jobs it waits for
+    cell_work: dict[str, float] = field(default_factory=dict)  # cell id -> its own work
+
+    def levels(self) -> list[list[PhaseJob]]:
+        """Phase jobs by depth: level 0 needs nothing, level 1 needs level 0, ..."""
+        depth: dict[str, int] = {}
+        for job in self.phases:
+            depth[job.id] = 1 + max((depth[a] for a in job.after), default=-1)
+        out: list[list[PhaseJob]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+        for job in self.phases:
+            out[depth[job.id]].append(job)
+        return out
+
+    def cell_groups(self) -> dict[tuple[str, ...], list[RunConfig]]:
+        """Cells by the phase jobs they wait for: one job array per group."""
+        groups: dict[tuple[str, ...], list[RunConfig]] = {}
+        for cell, after in self.cells:
+            groups.setdefault(after, []).append(cell)
+        return groups
+
+
+def job_id(key: tuple) -> str:
+    return hashlib.sha256(repr(key).encode()).hexdigest()[:10]
+
+
+def _chain(cell: RunConfig, share: bool = True) -> list[tuple[tuple, list[PhaseCost]]]:
+    """The cell's shared phases in the order it runs them, a trajectory's rounds folded into one
+    node: [(node key, [phases])]. Without `share` (--no-share) rounds are the cell's own."""
+    out: list[tuple[tuple, list[PhaseCost]]] = []
+    for phase in cell_phases(cell):
+        if phase.key is None or (phase.prefix and not share):
+            continue
+        node = ("trajectory", phase.prefix) if phase.prefix else phase.key
+        if out and out[-1][0] == node:
+            out[-1][1].append(phase)
+        else:
+            out.append((node, [phase]))
+    return out
+
+
+def make_plan(cells: Sequence[RunConfig], is_cached: Callable[[tuple], bool],
+              share: bool = True) -> Plan:
+    """`is_cached(key)`: whether the cache holds the phase with that estimate key
+    (bench.estimate.shared). A trajectory counts as cached when its deepest round is."""
+    chains = {c.id: _chain(c, share) for c in cells}
+    # A trajectory node is computed by its deepest cell: the one with the most shared rounds.
+    deepest: dict[tuple, tuple[RunConfig, list[PhaseCost]]] = {}
+    for cell in cells:
+        for node, phases in chains[cell.id]:
+            if node[0] == "trajectory" and len(phases) > len(deepest.get(node, (None, []))[1]):
+                deepest[node] = (cell, phases)
+    jobs: dict[tuple, PhaseJob] = {}
+    order: list[PhaseJob] = []
+    cell_after: list[tuple[RunConfig, tuple[str, ...]]] = []
+    cell_work: dict[str, float] = {}
+    for cell in cells:
+        needed: list[str] = []
+        before: list[str] = []
+        for node, phases in chains[cell.id]:
+            if node[0] == "trajectory":
+                owner, phases = deepest[node]
+            else:
+                owner = cell
+            last = phases[-1].key
+            if is_cached(last):
+                continue
+            if node not in jobs:
+                name = phases[0].name if len(phases) == 1 else \
+                    f"{owner.method} rounds {phases[0].name[5:]}-{phases[-1].name[5:]}"
+                job = PhaseJob(job_id(node), name, owner, last, tuple(before),
+                               sum(p.work for p in phases))
+                jobs[node] = job
+                order.append(job)
+            needed.append(jobs[node].id)
+            before = [jobs[node].id]
+        cell_after.append((cell, tuple(dict.fromkeys(needed))))
+        cell_work[cell.id] = sum(p.work for p in cell_phases(cell)
+                                 if p.key is None or (p.prefix and not share))
+    return Plan(order, cell_after, cell_work)
