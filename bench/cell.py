@@ -26,6 +26,7 @@ from bench.data import DataBundle, dataset_fingerprint, load_dataset
 from bench.loader import IndexSampler
 from bench.flops import cost_accounting
 from bench.masks import Accounting, prepare_for_state_dict, prune_model, verify_mask
+from bench.metrics import evaluation_metrics
 from bench.method import UnreachableTarget
 from bench.models import build_model
 from bench.plugins import loaded_plugins
@@ -59,6 +60,13 @@ class CellContext:
     extra: dict[str, Any] = field(default_factory=dict)  # method-specific record fields
     expected_sparsity: float | None = None  # None: the method reports what it reached
     accounting: Accounting = Accounting()  # the weights the target is counted over
+    # other_cell(config) -> that cell's ok record from the same store, run first (under its lock,
+    # with the same RunOptions) if it is missing: how a control reads another method's mask at the
+    # same coordinates (random:match=...). None outside run_cell.
+    other_cell: Callable[[RunConfig], dict] | None = None
+    # a dense stand-in (small-dense) sets the prunable weight count of the full-width model it is
+    # compared with; its record's sparsity is then counted against that (over = "width")
+    dense_reference: int | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -230,20 +238,25 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
                           progress=options.progress, precision=record["precision"],
                           memory_format=record["memory_format"])
         ctx = CellContext(config, data, trainer, PhaseCache(store.cache_dir),
-                          store.work_dir(config.id), expected_sparsity=config.sparsity)
+                          store.work_dir(config.id), expected_sparsity=config.sparsity,
+                          other_cell=lambda other: other_cell_record(other, store, options))
         model = method.run(ctx)
         report = verify_mask(model, ctx.expected_sparsity, ctx.accounting)
-        with ctx.clock("evaluate"):
-            test_acc = trainer.accuracy(model, data.test)
+        with ctx.clock("evaluate"):  # one pass: top-1, top-5, ECE and NLL from the same logits
+            metrics = evaluation_metrics(trainer.logits(model, data.test), data.test.labels)
         if options.save_checkpoints:
             path = store.checkpoint_path(config.id)
             atomic_torch_save({"config": config.to_dict(), "state_dict": _cpu_state(model)}, path)
             _verify_checkpoint(path, ctx)
+        sparsity = report.as_record(config.sparsity, ctx.accounting)
+        if ctx.dense_reference:
+            sparsity.update(prunable=1.0 - report.prunable_kept / ctx.dense_reference,
+                            over="width", reference_total=ctx.dense_reference)
         record.update(status="ok", accuracy={
-            "test": float(test_acc),
+            "test": metrics.top1, "top5": metrics.top5, "ece": metrics.ece, "nll": metrics.nll,
             "val_history": {n: p.get("val_acc", []) for n, p in ctx.phases.items()
                             if p.get("val_acc")}},
-            sparsity=report.as_record(config.sparsity, ctx.accounting),
+            sparsity=sparsity,
             compute=cost_accounting(model, data.spec.channels, data.spec.image_size))
     except StorageFull:
         raise  # a full disk stops the run (one line from bench.guards), it fails no cell
@@ -267,6 +280,28 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
     store.write(record)
     if record["status"] == "ok":
         shutil.rmtree(store.work_dir(config.id), ignore_errors=True)
+    return record
+
+
+def other_cell_record(config: RunConfig, store: ResultStore, options: RunOptions) -> dict:
+    """Another cell's ok record, running that cell first if the store lacks it. Its lock is held
+    meanwhile, so a worker or job running it already is waited for, never duplicated. The global
+    random state is restored afterwards, so the asking cell's own run does not depend on it."""
+    from filelock import FileLock
+
+    path = store.lock_path(config.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = torch.get_rng_state(), random.getstate()
+    with FileLock(str(path)):
+        if not store.is_done(config.id):
+            run_cell(config, store, options)
+    torch.set_rng_state(rng[0])
+    random.setstate(rng[1])
+    record = store.read(config.id)
+    if not record or record.get("status") != "ok":
+        error = (record or {}).get("error") or {}
+        raise RuntimeError(f"cell {config.id} ({config.label}) did not finish: "
+                           f"{error.get('message', 'no record')}")
     return record
 
 
