@@ -228,7 +228,9 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
     record: dict[str, Any] = {"id": config.id, "label": config.label, "config": config.to_dict(),
                               "temperature": config.resolved_temperature(),
                               "precision": resolve_precision(config.precision, device),
-                              "memory_format": resolve_memory_format(device, config.model)}
+                              "memory_format": resolve_memory_format(
+                                  device, config.model + ("/w" if config.method == "small-dense"
+                                                          else ""))}
     try:
         problem = method.precheck(config) if method.precheck else None
         if problem:
@@ -246,7 +248,9 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
             metrics = evaluation_metrics(trainer.logits(model, data.test), data.test.labels)
         if options.save_checkpoints:
             path = store.checkpoint_path(config.id)
-            atomic_torch_save({"config": config.to_dict(), "state_dict": _cpu_state(model)}, path)
+            # "model": the architecture built, where a method builds another (small-dense)
+            atomic_torch_save({"config": config.to_dict(), "state_dict": _cpu_state(model),
+                               "model": ctx.extra.get("model_built", config.model)}, path)
             _verify_checkpoint(path, ctx)
         sparsity = report.as_record(config.sparsity, ctx.accounting)
         if ctx.dense_reference:
@@ -308,7 +312,8 @@ def other_cell_record(config: RunConfig, store: ResultStore, options: RunOptions
 def _verify_checkpoint(path: Path, ctx: CellContext) -> None:
     """Mask contract: after loading a checkpoint, the pruned weights are still zero."""
     blob = safe_torch_load(path)
-    model = build_model(ctx.config.model, ctx.data.spec.num_classes, ctx.data.spec.channels,
+    model = build_model(blob.get("model") or ctx.config.model, ctx.data.spec.num_classes,
+                        ctx.data.spec.channels,
                         ctx.data.spec.image_size)
     prepare_for_state_dict(model, blob["state_dict"])
     model.load_state_dict(blob["state_dict"])

@@ -71,14 +71,31 @@ def cell_phases(cfg: RunConfig) -> list[tuple[tuple | None, str, float]]:
         t = _relative_cost(cfg.teacher, cfg.dataset)
         student_key = ("tg-student", cfg.model, cfg.dense_epochs, cfg.teacher, cfg.teacher_epochs,
                        cfg.alpha, cfg.resolved_temperature(),
-                       tuple(sorted((k, v) for k, v in opt.items() if k != "retrain"))) + recipe
+                       tuple(sorted((k, v) for k, v in opt.items()
+                                    if k not in ("retrain", "mask_control")))) + recipe
         retrain = m + (t / 3.0 if opt.get("retrain") == "kd" else 0.0)
         return [(("teacher", cfg.teacher, cfg.teacher_epochs) + recipe, "teacher",
                  n * cfg.teacher_epochs * t),
                 (student_key, "student", n * cfg.dense_epochs * (m + t / 3.0)),
                 (None, "retrain", n * cfg.sparse_epochs * retrain)]
     if cfg.method in ("magnitude", "random"):
-        return [dense, (None, "finetune", n * cfg.sparse_epochs * m)]
+        phases = [dense, (None, "finetune", n * cfg.sparse_epochs * m)]
+        if opt.get("retrain") == "kd":  # the cached teacher, and its forward in every step
+            t = _relative_cost(cfg.teacher, cfg.dataset)
+            phases = [dense, (("teacher", cfg.teacher, cfg.teacher_epochs) + recipe, "teacher",
+                              n * cfg.teacher_epochs * t),
+                      (None, "finetune", n * cfg.sparse_epochs * (m + t / 3.0))]
+        if opt.get("match"):  # the matched cell runs first if missing: its phases, once
+            from bench.method import method_for_label
+
+            name, options = method_for_label(opt["match"])
+            other = cfg.replace(method=name, options=options)
+            phases = [(key or ("cell", other.id, phase), phase, work)
+                      for key, phase, work in cell_phases(other)] + phases
+        return phases
+    if cfg.method == "small-dense":  # a narrower network trained for both budgets together
+        # its MACs shrink about as its weights do: (1 − s) of the full network's
+        return [(None, "train", n * (cfg.dense_epochs + cfg.sparse_epochs) * m * (1 - cfg.sparsity))]
     if family in SD_FORWARDS and cfg.method.endswith(("-simple", "-epsd")):
         return [(None, "sparse", n * cfg.sparse_epochs * m * SD_FORWARDS[family])]
     if cfg.method == "colt":
@@ -99,10 +116,10 @@ def estimate_gpu_hours(cells: Sequence[RunConfig],
     seen: set[tuple] = set()
     images = 0.0
     for cfg in cells:
-        for key, _, work in cell_phases(cfg):
-            if key is not None:
-                if key in seen:
-                    continue
-                seen.add(key)
+        for key, phase, work in cell_phases(cfg):
+            key = key or ("cell", cfg.id, phase)  # a matched cell may also be in the grid
+            if key in seen:
+                continue
+            seen.add(key)
             images += work
     return images / images_per_second / 3600.0
