@@ -295,12 +295,15 @@ def other_cell_record(config: RunConfig, store: ResultStore, options: RunOptions
 
     path = store.lock_path(config.id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rng = torch.get_rng_state(), random.getstate()
+    import numpy as np
+
+    rng = torch.get_rng_state(), random.getstate(), np.random.get_state()
     with FileLock(str(path)):
         if not store.is_done(config.id):
             run_cell(config, store, options)
     torch.set_rng_state(rng[0])
     random.setstate(rng[1])
+    np.random.set_state(rng[2])
     record = store.read(config.id)
     if not record or record.get("status") != "ok":
         error = (record or {}).get("error") or {}

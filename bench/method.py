@@ -46,6 +46,9 @@ class MethodContext(Protocol):
     phases: dict[str, dict[str, Any]]  # phase name -> its record (epochs, seconds, ...)
     extra: dict[str, Any]  # method-specific record fields
     expected_sparsity: float | None  # None: the method reports what it reached
+    # another cell's ok record (same store, run first if missing): random:match=... reads masks
+    other_cell: "Callable[[RunConfig], dict] | None"
+    dense_reference: int | None  # a dense stand-in's full-width weight count (small-dense)
 
     @property
     def options(self) -> dict[str, Any]: ...
