@@ -26,6 +26,7 @@ from bench.data import DataBundle, dataset_fingerprint, load_dataset, train_subs
 from bench.loader import IndexSampler
 from bench.flops import cost_accounting
 from bench.masks import Accounting, prepare_for_state_dict, prune_model, verify_mask
+from bench.metrics import evaluation_metrics
 from bench.method import UnreachableTarget
 from bench.models import build_model
 from bench.phase_keys import cache_fields, dense_key, teacher_key
@@ -67,6 +68,13 @@ class CellContext:
     loaded: set[str] = field(default_factory=set)  # checkpoint fields the method used
     share: bool = True  # RunOptions.share
     stop_after: tuple | None = None  # prefetch(): the shared phase to stop after
+    # other_cell(config) -> that cell's ok record from the same store, run first (under its lock,
+    # with the same RunOptions) if it is missing: how a control reads another method's mask at the
+    # same coordinates (random:match=...). None outside run_cell.
+    other_cell: Callable[[RunConfig], dict] | None = None
+    # a dense stand-in (small-dense) sets the prunable weight count of the full-width model it is
+    # compared with; its record's sparsity is then counted against that (over = "width")
+    dense_reference: int | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -263,13 +271,19 @@ def seed_everything(seed: int) -> None:
         pass
 
 
+def cell_memory_format(config: RunConfig, device: torch.device) -> str:
+    # small-dense builds a narrow resnet ("/w"), which runs contiguous on the CPU (precision.py)
+    return resolve_memory_format(device, config.model + ("/w" if config.method == "small-dense"
+                                                          else ""))
+
+
 def make_context(config: RunConfig, store: ResultStore, options: RunOptions,
                  device: torch.device) -> CellContext:
     data = cached_dataset(config.dataset, options.data_root, options.download,
                           config.train_fraction)
     trainer = Trainer(data, device, seed=config.seed, compile=options.compile,
                       progress=options.progress, precision=resolve_precision(config.precision, device),
-                      memory_format=resolve_memory_format(device, config.model))
+                      memory_format=cell_memory_format(config, device))
     return CellContext(config, data, trainer, PhaseCache(store.cache_dir),
                        store.work_dir(config.id), expected_sparsity=config.sparsity,
                        share=options.share)
@@ -310,12 +324,13 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
     record: dict[str, Any] = {"id": config.id, "label": config.label, "config": config.to_dict(),
                               "temperature": config.resolved_temperature(),
                               "precision": resolve_precision(config.precision, device),
-                              "memory_format": resolve_memory_format(device, config.model)}
+                              "memory_format": cell_memory_format(config, device)}
     try:
         problem = method.precheck(config) if method.precheck else None
         if problem:
             raise UnreachableTarget(problem)
         ctx = make_context(config, store, options, device)
+        ctx.other_cell = lambda other: other_cell_record(other, store, options)
         data, trainer = ctx.data, ctx.trainer
         record["data"] = {"train": len(data.train), "val": len(data.val), "test": len(data.test),
                           "train_fraction": config.train_fraction}
@@ -325,17 +340,23 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
         if unused:  # the result is right, but the user should know the file did nothing
             ctx.extra["unused_checkpoints"] = unused
         report = verify_mask(model, ctx.expected_sparsity, ctx.accounting)
-        with ctx.clock("evaluate"):
-            test_acc = trainer.accuracy(model, data.test)
+        with ctx.clock("evaluate"):  # one pass: top-1, top-5, ECE and NLL from the same logits
+            metrics = evaluation_metrics(trainer.logits(model, data.test), data.test.labels)
         if options.save_checkpoints:
             path = store.checkpoint_path(config.id)
-            atomic_torch_save({"config": config.to_dict(), "state_dict": _cpu_state(model)}, path)
+            # "model": the architecture built, where a method builds another (small-dense)
+            atomic_torch_save({"config": config.to_dict(), "state_dict": _cpu_state(model),
+                               "model": ctx.extra.get("model_built", config.model)}, path)
             _verify_checkpoint(path, ctx)
+        sparsity = report.as_record(config.sparsity, ctx.accounting)
+        if ctx.dense_reference:
+            sparsity.update(prunable=1.0 - report.prunable_kept / ctx.dense_reference,
+                            over="width", reference_total=ctx.dense_reference)
         record.update(status="ok", accuracy={
-            "test": float(test_acc),
+            "test": metrics.top1, "top5": metrics.top5, "ece": metrics.ece, "nll": metrics.nll,
             "val_history": {n: p.get("val_acc", []) for n, p in ctx.phases.items()
                             if p.get("val_acc")}},
-            sparsity=report.as_record(config.sparsity, ctx.accounting),
+            sparsity=sparsity,
             compute=cost_accounting(model, data.spec.channels, data.spec.image_size))
     except StorageFull:
         raise  # a full disk stops the run (one line from bench.guards), it fails no cell
@@ -362,10 +383,36 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
     return record
 
 
+def other_cell_record(config: RunConfig, store: ResultStore, options: RunOptions) -> dict:
+    """Another cell's ok record, running that cell first if the store lacks it. Its lock is held
+    meanwhile, so a worker or job running it already is waited for, never duplicated. The global
+    random state is restored afterwards, so the asking cell's own run does not depend on it."""
+    from filelock import FileLock
+
+    path = store.lock_path(config.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import numpy as np
+
+    rng = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    with FileLock(str(path)):
+        if not store.is_done(config.id):
+            run_cell(config, store, options)
+    torch.set_rng_state(rng[0])
+    random.setstate(rng[1])
+    np.random.set_state(rng[2])
+    record = store.read(config.id)
+    if not record or record.get("status") != "ok":
+        error = (record or {}).get("error") or {}
+        raise RuntimeError(f"cell {config.id} ({config.label}) did not finish: "
+                           f"{error.get('message', 'no record')}")
+    return record
+
+
 def _verify_checkpoint(path: Path, ctx: CellContext) -> None:
     """Mask contract: after loading a checkpoint, the pruned weights are still zero."""
     blob = safe_torch_load(path)
-    model = build_model(ctx.config.model, ctx.data.spec.num_classes, ctx.data.spec.channels,
+    model = build_model(blob.get("model") or ctx.config.model, ctx.data.spec.num_classes,
+                        ctx.data.spec.channels,
                         ctx.data.spec.image_size)
     prepare_for_state_dict(model, blob["state_dict"])
     model.load_state_dict(blob["state_dict"])

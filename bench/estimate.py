@@ -69,6 +69,9 @@ class PhaseCost(NamedTuple):
     # a round of a trajectory shared across sparsities (off with --no-share): the trajectory's
     # identity (bench.estimate.shared of its key without the round), else None
     prefix: tuple | None = None
+    # the Slurm plan's dependency: None, after the cell's previous shared phase (the student
+    # after the teacher); () for a phase that needs none (a teacher, a dense network)
+    after: tuple | None = None
 
 
 def shared(cfg: RunConfig, kind: str, key: Mapping[str, Any]) -> tuple:
@@ -89,18 +92,20 @@ def dense_phase(cfg: RunConfig) -> PhaseCost:
     from bench.phase_keys import dense_key
 
     if cfg.dense_checkpoint:  # loaded and measured once (CellContext._loaded)
-        return PhaseCost(shared(cfg, "dense-loaded", {"model": cfg.model}), "dense", 0.0)
+        return PhaseCost(shared(cfg, "dense-loaded", {"model": cfg.model}), "dense", 0.0,
+                         after=())
     work = train_images(cfg) * cfg.dense_epochs * relative_cost(cfg.model, cfg.dataset)
-    return PhaseCost(shared(cfg, "dense-ce", dense_key(cfg)), "dense", work)
+    return PhaseCost(shared(cfg, "dense-ce", dense_key(cfg)), "dense", work, after=())
 
 
 def teacher_phase(cfg: RunConfig) -> PhaseCost:
     from bench.phase_keys import teacher_key
 
     if cfg.teacher_checkpoint:
-        return PhaseCost(shared(cfg, "teacher-loaded", {"model": cfg.teacher}), "teacher", 0.0)
+        return PhaseCost(shared(cfg, "teacher-loaded", {"model": cfg.teacher}), "teacher", 0.0,
+                         after=())
     work = train_images(cfg) * cfg.teacher_epochs * relative_cost(cfg.teacher, cfg.dataset)
-    return PhaseCost(shared(cfg, "teacher", teacher_key(cfg)), "teacher", work)
+    return PhaseCost(shared(cfg, "teacher", teacher_key(cfg)), "teacher", work, after=())
 
 
 def default_cost(cfg: RunConfig) -> list[PhaseCost]:
@@ -126,10 +131,11 @@ def estimate_gpu_hours(cells: Sequence[RunConfig],
     seen: set[tuple] = set()
     images = 0.0
     for cfg in cells:
-        for key, _, work, prefix in cell_phases(cfg):
-            if key is not None and (share or not prefix):
-                if key in seen:
-                    continue
-                seen.add(key)
+        for key, name, work, prefix, _ in cell_phases(cfg):
+            if key is None or (prefix and not share):
+                key = ("cell", cfg.id, name)  # a matched cell may also be in the grid
+            if key in seen:
+                continue
+            seen.add(key)
             images += work
     return images / images_per_second / 3600.0

@@ -21,7 +21,10 @@ class Outcome:
 
 
 def pending(cells: Sequence[RunConfig], store: ResultStore, force: bool) -> list[RunConfig]:
-    return list(cells) if force else [c for c in cells if not store.is_done(c.id)]
+    """The cells to run, those that copy another cell's mask (random:match=...) last, so the cell
+    they read is normally done by then (otherwise they run it first, under its lock)."""
+    todo = list(cells) if force else [c for c in cells if not store.is_done(c.id)]
+    return sorted(todo, key=lambda c: any(k == "match" for k, _ in c.options))
 
 
 def run_one_locked(cfg: RunConfig, store: ResultStore, options: RunOptions, force: bool,

@@ -46,6 +46,9 @@ class MethodContext(Protocol):
     phases: dict[str, dict[str, Any]]  # phase name -> its record (epochs, seconds, ...)
     extra: dict[str, Any]  # method-specific record fields
     expected_sparsity: float | None  # None: the method reports what it reached
+    # another cell's ok record (same store, run first if missing): random:match=... reads masks
+    other_cell: "Callable[[RunConfig], dict] | None"
+    dense_reference: int | None  # a dense stand-in's full-width weight count (small-dense)
 
     @property
     def options(self) -> dict[str, Any]: ...
@@ -128,6 +131,9 @@ class Method:
     # shared one and its work, for `bench.run --dry-run`'s GPU-hour estimate. None: a dense
     # training plus a sparse one (bench.estimate.default_cost).
     cost: Callable[[Any], list] | None = None
+    # options shown as "-value" only when not at their default, so that adding a variant does not
+    # rename the existing row (magnitude stays "magnitude"; retrain=kd reads "magnitude-kd")
+    label_variants: tuple[str, ...] = ()
 
     def normalize_options(self, given: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
         out = {}
@@ -145,29 +151,61 @@ class Method:
 
     def label(self, given: Mapping[str, Any]) -> str:
         resolved = self.resolve_options(given)
-        parts = [f"{resolved[k]}" for k in self.label_options]
-        parts += [f"{k}={v}" for k, v in sorted(given.items()) if k not in self.label_options]
+        shown = [k for k in self.label_variants if k in given]
+        parts = [f"{resolved[k]}" for k in self.label_options] + [f"{given[k]}" for k in shown]
+        named = len(parts)
+        parts += [f"{k}={v}" for k, v in sorted(given.items())
+                  if k not in self.label_options and k not in shown]
         if not parts:
             return self.name
-        first = "-".join([self.name] + parts[:len(self.label_options)])
-        rest = parts[len(self.label_options):]
+        first = "-".join([self.name] + parts[:named])
+        rest = parts[named:]
         return first + (f"[{','.join(rest)}]" if rest else "")
+
+    def options_for_label(self, label: str) -> dict[str, Any] | None:
+        """The options whose row label is `label` (None if no combination of the label options'
+        choices gives it): 'tg-oneshot-ft' -> {'retrain': 'ft'}, 'magnitude' -> {}."""
+        import itertools
+
+        keys = [k for k in (*self.label_options, *self.label_variants)
+                if self.options[k].choices is not None]
+        for values in itertools.product(*(self.options[k].choices for k in keys)):
+            given = {k: v for k, v in zip(keys, values) if v != self.options[k].default}
+            if self.label(given) == label:
+                return given
+        return None
 
 
 def register_method(name: str, *, options: Mapping[str, Option] | None = None,
                     uses_temperature: bool = False, label_options: tuple[str, ...] = (),
-                    requires_epochs: tuple[str, ...] = (), description: str = "",
-                    replace: bool = False, precheck: Callable[[Any], str | None] | None = None,
+                    label_variants: tuple[str, ...] = (), requires_epochs: tuple[str, ...] = (),
+                    description: str = "", replace: bool = False,
+                    precheck: Callable[[Any], str | None] | None = None,
                     cost: Callable[[Any], list] | None = None):
     """Register `run(ctx) -> model` under `name`. A clash with an existing name is an error."""
     def decorator(run: Callable[[MethodContext], "nn.Module"]):
         method = Method(name, run, dict(options or {}), uses_temperature, label_options,
-                        requires_epochs,
-                        description or (run.__doc__ or "").strip().split("\n")[0],
+                        label_variants=label_variants, requires_epochs=requires_epochs,
+                        description=description or (run.__doc__ or "").strip().split("\n")[0],
                         precheck=precheck, cost=cost)
         METHODS.register(name, replace=replace)(method)
         return run
     return decorator
+
+
+def method_for_label(label: str) -> tuple[str, dict[str, Any]]:
+    """A row label or a method name ('tg-oneshot', 'tg-oneshot-ft', 'magnitude-kd') -> (method,
+    options); anything else is a usage error listing the methods."""
+    if label in METHODS:
+        return METHODS.canonical(label), {}
+    for name in METHODS.names():
+        method = METHODS.get(name)
+        if label.startswith(name + "-"):
+            options = method.options_for_label(label)
+            if options is not None:
+                return name, options
+    raise UsageError(f"{label!r} is neither a method nor a row label such as tg-oneshot-kd; "
+                     f"methods: {', '.join(METHODS.names())}")
 
 
 def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:

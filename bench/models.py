@@ -18,6 +18,9 @@ ModelBuilder = Callable[[int, int, int], nn.Module]
 def build_model(name: str, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     if name.startswith("timm:"):
         return _timm(name[5:], num_classes, in_channels)
+    if "/w" in name:  # "resnet20/w20": a narrower resnet, built by the small-dense reference
+        base, _, width = name.partition("/w")
+        return narrow_resnet(base, int(width), num_classes, in_channels)
     return MODELS.get(name)(num_classes, in_channels, image_size)
 
 
@@ -106,7 +109,27 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+RESNETS: dict[str, tuple[type[nn.Module], list[int], list[int]]] = {}  # name -> its architecture
+
+
+def narrow_widths(name: str, last: int) -> list[int]:
+    """The stage widths of resnet `name` narrowed so that its last stage has `last` channels; the
+    other stages keep their ratios to it (rounded, at least 1)."""
+    widths = RESNETS[name][2]
+    return [max(1, round(w * last / widths[-1])) for w in widths[:-1]] + [last]
+
+
+def narrow_resnet(name: str, last: int, num_classes: int, in_channels: int) -> nn.Module:
+    if name not in RESNETS or not 1 <= last <= RESNETS[name][2][-1]:
+        raise UnknownNameError(f"no narrower {name!r} with {last} channels; resnets: "
+                               f"{', '.join(RESNETS)}, last-stage width 1..full")
+    block, depths, _ = RESNETS[name]
+    return ResNet(block, depths, narrow_widths(name, last), num_classes, in_channels)
+
+
 def _register_resnet(name: str, block: type[nn.Module], depths: list[int], widths: list[int]):
+    RESNETS[name] = (block, depths, widths)
+
     @MODELS.register(name)
     def build(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
         return ResNet(block, depths, widths, num_classes, in_channels)

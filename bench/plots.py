@@ -1,5 +1,6 @@
 """Figures of the report, one per dataset: accuracy against sparsity, against compression and
-multiply-accumulates, and radar plots; and one critical-difference diagram over all settings.
+multiply-accumulates, radar plots and per-layer sparsity; and one critical-difference diagram over
+all settings.
 
 Each takes the summary frame of bench.tables.summarize (one row per dataset x row x sparsity, with
 `n`, `mean`, `std` in %) and returns a matplotlib Figure with exactly one Line2D per method row (per
@@ -251,6 +252,32 @@ def training_curves(curves: "pd.DataFrame", dataset: str) -> "Figure | None":
         fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
                    frameon=False)
         fig.suptitle(f"{dataset}: validation accuracy per epoch (mean over seeds)", fontsize=10)
+        fig.tight_layout()
+    return fig
+
+
+def layer_sparsity(frame: "pd.DataFrame", title: str) -> "Figure":
+    """Sparsity (%) of each prunable layer in network order (bench.report_controls.layer_frame):
+    one line per method row, so a method that empties or spares layers shows it."""
+    import seaborn as sns
+
+    plt = _pyplot()
+    rows = list(dict.fromkeys(frame["row"]))
+    with sns.axes_style("whitegrid"):
+        fig, ax = plt.subplots(figsize=(8.5, 4.5), dpi=120)
+        for row, color in zip(rows, _palette(len(rows))):
+            part = frame[frame["row"] == row].sort_values("index")
+            ax.plot(part["index"], part["sparsity_pct"], marker="o", markersize=3,
+                    linewidth=1.3, color=color, label=row)
+        names = frame.drop_duplicates("index").sort_values("index")
+        ax.set_xticks(list(names["index"]))
+        ax.set_xticklabels(list(names["layer"]), rotation=90, fontsize=6)
+        ax.set_ylim(-2, 102)
+        ax.set_xlabel("prunable layer")
+        ax.set_ylabel("sparsity of the layer (%)")
+        ax.set_title(title)
+        if rows:
+            ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
         fig.tight_layout()
     return fig
 

@@ -3,7 +3,8 @@
 Writes, under --out (default <results>/report/<grid>): per dataset an accuracy table (Markdown,
 CSV, LaTeX; best mean per column in bold; 95 % intervals and marks against a reference row from
 three seeds on), accuracy-vs-sparsity curves, accuracy against compression and
-multiply-accumulates, and a radar plot (PNG); paired comparisons against the reference
+multiply-accumulates, and a radar plot (PNG); top-5 accuracy, calibration error and test NLL; the
+per-layer sparsity of every row at one sparsity (--layer-sparsity); paired comparisons against the reference
 (--against, default tg-oneshot-kd); average ranks, a Friedman test and a critical-difference
 diagram; off-target cells; a wall-clock table with each phase's share; the one-shot vs COLT time
 ratio; the temperature ablation; our numbers beside the paper's printed ones
@@ -39,13 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the paper's printed numbers (default: {REPORTED_CSV})")
     p.add_argument("--against", metavar="LABEL", default=None,
                    help=f"the row every other row is paired against (default: {REFERENCE})")
+    p.add_argument("--layer-sparsity", metavar="S", type=float, default=None,
+                   help="sparsity of the per-layer figure (default: the grid's nearest 0.9)")
     return p
 
 
-def report_sections(data: ReportData) -> list[Section]:
+def report_sections(data: ReportData, layer_sparsity: float | None = None) -> list[Section]:
     """The report, in reading order."""
+    from bench import report_controls
+
     out = [sections.header(data, data.store_root)]
-    out += [sections.accuracy(data, dataset) for dataset in data.datasets]
+    for dataset in data.datasets:
+        out += [sections.accuracy(data, dataset), report_controls.metrics_section(data, dataset),
+                report_controls.layer_section(data, dataset, layer_sparsity)]
     out += [sections.comparisons(data), sections.ranking(data), sections.off_target(data),
             sections.failures(data), *sections.wallclock(data), *sections.temperature(data),
             sections.against_paper(data)]
@@ -53,10 +60,12 @@ def report_sections(data: ReportData) -> list[Section]:
 
 
 def build_report(grid, cells, store, out: str | Path, reported_path: str | Path | None = None,
-                 against: str | None = None, command: str = "") -> Report:
+                 against: str | None = None, layer_sparsity: float | None = None,
+                 command: str = "") -> Report:
     data = load_report_data(grid, cells, store, reported_path, against, report_dir=out)
     data.command = command
-    return write_report(report_sections(data), Path(out), f"Report: grid {grid.name}")
+    return write_report(report_sections(data, layer_sparsity), Path(out),
+                        f"Report: grid {grid.name}")
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -109,7 +118,7 @@ def _main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else results / "report" / safe_name(grid.name)
     command = portable_command(getattr(args, "argv", []), out)
     report = build_report(grid, cells, ResultStore(results), out, args.reported, args.against,
-                          command)
+                          args.layer_sparsity, command)
     print(report.markdown)
     print(f"report: {out / 'report.md'} and {out / 'index.html'} ({len(report.files)} files)")
     return 0

@@ -47,7 +47,8 @@ class ReportData:
     reference: str = REFERENCE  # the row paired against; "" when the grid has none
     comparisons: "pd.DataFrame | None" = None  # bench.stats.compare of on-target ok seeds
     ranking: "Ranking | None" = None
-    store_root: Any = None  # as shown: relative to the report folder (shown_path)
+    store_root: Any = None  # as shown: relative to the report folder (from_report)
+    store: Any = None  # the bench.store.ResultStore the numbers come from
     command: str = ""  # the command that remakes the report, run from the report folder
     curves: "pd.DataFrame | None" = None  # validation accuracy per epoch of every phase, in %
 
@@ -105,7 +106,7 @@ def load_report_data(grid, cells, store, reported_path: str | Path | None = None
     reported, note = load_reported(reported_path, report_dir)
     data = ReportData(grid, cells, merged, summarize(merged), phases, problems, reported, note,
                       list(dict.fromkeys(c.dataset for c in cells)),
-                      store_root=from_report(store.root, report_dir),
+                      store_root=from_report(store.root, report_dir), store=store,
                       curves=pd.DataFrame(curve_rows, columns=["row", "dataset", "sparsity", "seed",
                                                                "phase", "epoch", "val_acc"]))
     add_statistics(data, against)

@@ -271,9 +271,12 @@ def flatten_record(r: dict[str, Any]) -> dict[str, Any]:
     row["precision"] = record_precision(r)  # resolved; the config's own may say "auto"
     row["memory_format"] = r.get("memory_format")
     row["test_acc"] = r.get("accuracy", {}).get("test")
+    for key in ("top5", "ece", "nll"):  # absent from records before they were measured
+        row[f"test_{key}"] = (r.get("accuracy") or {}).get(key)
     sp = r.get("sparsity") or {}
     row["sparsity_prunable"] = sp.get("prunable")
     row["sparsity_overall"] = sp.get("overall")
+    row["sparsity_over"] = sp.get("over")
     row["empty_layers"] = len(sp.get("empty_layers", []))
     compute = r.get("compute") or {}
     for key in ("params_nonzero", "compression_ratio", "macs_dense", "macs_sparse",

@@ -14,6 +14,7 @@ from bench.losses import KD_NORMS, cross_entropy, teacher_guided_loss
 from bench.estimate import PhaseCost, relative_cost, shared, teacher_phase, train_images
 from bench.method import Option, register_method
 from bench.trainer import ce_objective
+from methods import controls
 
 OPTIONS = {
     "retrain": Option("kd", choices=("kd", "ft"), help="retraining loss: L_total (kd) or CE (ft)"),
@@ -25,6 +26,7 @@ OPTIONS = {
                            help="final epochs of the dense student whose batches are scored"),
     "score_batches": Option(0, check=lambda b: b >= 0, valid="must be >= 0",
                             help="if > 0, score only the last this many batches instead"),
+    "mask_control": controls.MASK_CONTROL,
 }
 
 
@@ -101,7 +103,7 @@ def teacher_guided_oneshot(ctx):
 
     # Stage 2: one global threshold over the importance, exact count, no empty layer.
     with ctx.clock("prune"):
-        ctx.prune(student, entry.payload["scores"])
+        student = controls.prune(ctx, student, entry.payload["scores"], mask_control=opt["mask_control"])
 
     # Stage 3: sparsity-aware retraining; the trainer keeps pruned weights at zero.
     retrain_objective = objective if opt["retrain"] == "kd" else ce_objective

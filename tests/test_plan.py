@@ -50,13 +50,24 @@ def test_the_plan_has_one_job_per_shared_phase_and_cells_wait_for_theirs():
     waits = {(c.method, c.option_dict.get("retrain"), c.seed): tuple(by_id[a].name for a in after)
              for c, after in plan.cells}
     assert waits[("tg-oneshot", "kd", 0)] == ("teacher", "student")
-    assert waits[("magnitude", None, 1)] == ("dense",)
+    assert waits[("magnitude", "ft", 1)] == ("dense",)
     assert waits[("egp", None, 0)] == ("dense", "egp rounds 1-3")
     # every job's work is the estimate's: the plan and the dry run cannot disagree
     total = sum(j.work for j in plan.phases) + sum(plan.cell_work.values())
     from bench.estimate import estimate_gpu_hours, REFERENCE_IMAGES_PER_SECOND as RATE
 
     assert total / RATE / 3600 == pytest.approx(estimate_gpu_hours(cells))
+
+
+def test_a_cell_that_copies_another_mask_owns_no_job_and_waits_for_both():
+    tg = RunConfig(method="tg-oneshot", sparsity=0.5, **BASE)
+    matched = RunConfig(method="random", sparsity=0.5, options=(("match", "tg-oneshot"),), **BASE)
+    plan = make_plan([matched, tg], lambda key: False)
+    owners = {j.name: j.cell for j in plan.phases}
+    assert set(owners) == {"teacher", "student", "dense"}
+    assert all("match" not in c.option_dict or not c.option_dict["match"] for c in owners.values())
+    by_id = {j.id: j.name for j in plan.phases}
+    assert sorted(by_id[a] for a in dict(plan.cells)[matched]) == ["dense", "student", "teacher"]
 
 
 def test_cached_phases_need_no_job_and_no_share_has_no_trajectories():

@@ -69,14 +69,24 @@ def _chain(cell: RunConfig, share: bool = True) -> list[tuple[tuple, list[PhaseC
     node: [(node key, [phases])]. Without `share` (--no-share) rounds are the cell's own."""
     out: list[tuple[tuple, list[PhaseCost]]] = []
     for phase in cell_phases(cell):
-        if phase.key is None or (phase.prefix and not share):
-            continue
+        if phase.key is None or phase.key[0] == "cell" or (phase.prefix and not share):
+            continue  # the cell's own work (a matched cell's phases: it runs that cell itself)
         node = ("trajectory", phase.prefix) if phase.prefix else phase.key
         if out and out[-1][0] == node:
             out[-1][1].append(phase)
         else:
             out.append((node, [phase]))
     return out
+
+
+def _without_match(cell: RunConfig) -> RunConfig:
+    """A cell that copies another's mask (random:match=...) would run that whole cell inside a
+    phase job; without the option it computes the same shared phases and nothing else."""
+    options = dict(cell.options)
+    if "match" not in options:
+        return cell
+    options.pop("match")
+    return cell.replace(options=options)
 
 
 def make_plan(cells: Sequence[RunConfig], is_cached: Callable[[tuple], bool],
@@ -92,29 +102,32 @@ def make_plan(cells: Sequence[RunConfig], is_cached: Callable[[tuple], bool],
                 deepest[node] = (cell, phases)
     jobs: dict[tuple, PhaseJob] = {}
     order: list[PhaseJob] = []
-    cell_after: list[tuple[RunConfig, tuple[str, ...]]] = []
-    cell_work: dict[str, float] = {}
-    for cell in cells:
+    needs: dict[str, tuple[str, ...]] = {}
+    # cells that copy another's mask come last: the others own the phase jobs where they can
+    for cell in sorted(cells, key=lambda c: bool(c.option_dict.get("match"))):
         needed: list[str] = []
         before: list[str] = []
         for node, phases in chains[cell.id]:
             if node[0] == "trajectory":
                 owner, phases = deepest[node]
             else:
-                owner = cell
+                owner = _without_match(cell)
             last = phases[-1].key
             if is_cached(last):
                 continue
             if node not in jobs:
                 name = phases[0].name if len(phases) == 1 else \
                     f"{owner.method} rounds {phases[0].name[5:]}-{phases[-1].name[5:]}"
-                job = PhaseJob(job_id(node), name, owner, last, tuple(before),
+                after = () if phases[0].after == () else tuple(before)
+                job = PhaseJob(job_id(node), name, owner, last, after,
                                sum(p.work for p in phases))
                 jobs[node] = job
                 order.append(job)
             needed.append(jobs[node].id)
             before = [jobs[node].id]
-        cell_after.append((cell, tuple(dict.fromkeys(needed))))
-        cell_work[cell.id] = sum(p.work for p in cell_phases(cell)
-                                 if p.key is None or (p.prefix and not share))
+        needs[cell.id] = tuple(dict.fromkeys(needed))
+    cell_after = [(cell, needs[cell.id]) for cell in cells]
+    cell_work = {cell.id: sum(p.work for p in cell_phases(cell) if p.key is None
+                              or p.key[0] == "cell" or (p.prefix and not share))
+                 for cell in cells}
     return Plan(order, cell_after, cell_work)
