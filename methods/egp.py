@@ -279,16 +279,15 @@ def check_target(config) -> str | None:
 
 
 def _egp_round(ctx, model: nn.Module, modules: Mapping[str, nn.Module], pruned: list[str],
-               pruned_total: int, limit: int | None, rnd, folder, start: str):
-    """One round on `model` in place: prune (at most `limit` weights; None: the full share),
-    retrain, evaluate. Returns (payload, meta) for bench.rounds.shared_round."""
+               pruned_total: int, limit: int | None, rnd, folder, start: str,
+               entropy: Mapping[str, float]):
+    """One round on `model` in place: prune (at most `limit` weights; None: the full share) by
+    the layer entropies measured at the round's start, retrain, evaluate. Returns (payload,
+    meta) for bench.rounds.shared_round."""
     cfg, opts = ctx.config, ctx.options
     phases: dict = {}
     mask = get_mask(model)
     with timed(phases, rnd.phase("prune"), ctx.trainer.sync):
-        entropy = layer_entropies(model, ctx.trainer, ctx.data.train,
-                                  batches=opts["entropy_batches"], batch_size=cfg.batch_size,
-                                  salt=rnd.phase("entropy"))
         remaining = {n: int(mask[n].sum()) for n in entropy}
         mean_abs = {n: float(modules[n].weight.detach()[mask[n]].abs().mean())
                     if remaining[n] else 0.0 for n in entropy}
@@ -394,12 +393,20 @@ def egp(ctx):
         kept = sum(int(mask[n].sum()) for n in pruned)
         if kept <= target:
             break
-        # eligible <= kept, so when p of `kept` fits under the target, p of the eligible does too
-        full = int(round(opts["prune_fraction"] * kept)) <= kept - target
+        # The entropies decide which layers are eligible, and so whether this round removes its
+        # full share (then it is shared): measured first, by every cell alike (a few batches).
+        with ctx.clock(rnd.phase("entropy")):
+            entropy = layer_entropies(model, ctx.trainer, ctx.data.train,
+                                      batches=opts["entropy_batches"], batch_size=cfg.batch_size,
+                                      salt=rnd.phase("entropy"))
+        eligible = sum(int(mask[n].sum()) for n in entropy if entropy[n] > 0)
+        full = int(round(opts["prune_fraction"] * eligible)) <= kept - target
         start = state_digest(mask)
 
-        def compute(folder, rnd=rnd, limit=None if full else kept - target, start=start):
-            return _egp_round(ctx, model, modules, pruned, pruned_total, limit, rnd, folder, start)
+        def compute(folder, rnd=rnd, limit=None if full else kept - target, start=start,
+                    entropy=entropy):
+            return _egp_round(ctx, model, modules, pruned, pruned_total, limit, rnd, folder,
+                              start, entropy)
 
         payload, meta = shared_round(ctx, "egp-round", trajectory, rnd.index, compute, share=full)
         check_start(meta, start, f"egp {rnd.name}")
