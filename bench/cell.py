@@ -26,6 +26,7 @@ from bench.data import DataBundle, dataset_fingerprint, load_dataset
 from bench.loader import IndexSampler
 from bench.flops import cost_accounting
 from bench.masks import Accounting, prepare_for_state_dict, prune_model, verify_mask
+from bench.metrics_log import for_cell, shared_phase
 from bench.method import UnreachableTarget
 from bench.models import build_model
 from bench.plugins import loaded_plugins
@@ -44,6 +45,7 @@ class RunOptions:
     progress: bool = True
     compile: bool = False
     save_checkpoints: bool = True
+    tensorboard: str | None = None  # a folder: event files per cell and phase (bench/metrics_log.py)
 
 
 @dataclass
@@ -118,7 +120,8 @@ class CellContext:
                     **key}
         if self.trainer.precision != "fp32":  # fp32 phases keep the keys they had before
             full_key["precision"] = self.trainer.precision
-        entry = self.cache.get_or_compute(kind, full_key, compute)
+        with shared_phase(kind):  # its epochs go to this cell's metrics file, marked shared
+            entry = self.cache.get_or_compute(kind, full_key, compute)
         for name, rec in entry.meta.get("phases", {}).items():
             self.phases[name] = {**rec, "cached": entry.hit, "shared": True, "cache_key": entry.key_hash}
         return entry
@@ -217,6 +220,7 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     ctx: CellContext | None = None
+    metrics = for_cell(config, store.work_dir(config.id), options.tensorboard)
     record: dict[str, Any] = {"id": config.id, "label": config.label, "config": config.to_dict(),
                               "temperature": config.resolved_temperature(),
                               "precision": resolve_precision(config.precision, device),
@@ -225,10 +229,11 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
         problem = method.precheck(config) if method.precheck else None
         if problem:
             raise UnreachableTarget(problem)
+        metrics.cell_started()
         data = cached_dataset(config.dataset, options.data_root, options.download)
         trainer = Trainer(data, device, seed=config.seed, compile=options.compile,
                           progress=options.progress, precision=record["precision"],
-                          memory_format=record["memory_format"])
+                          memory_format=record["memory_format"], observers=(metrics,))
         ctx = CellContext(config, data, trainer, PhaseCache(store.cache_dir),
                           store.work_dir(config.id), expected_sparsity=config.sparsity)
         model = method.run(ctx)
@@ -265,6 +270,7 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
         started=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
     )
     store.write(record)
+    metrics.cell_ended(record["status"])
     if record["status"] == "ok":
         shutil.rmtree(store.work_dir(config.id), ignore_errors=True)
     return record
