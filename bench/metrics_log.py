@@ -37,11 +37,11 @@ from typing import Any, Iterator
 import torch
 
 from bench.masks import get_mask
+from bench.progress import METRICS_FILE
 from bench.registry import UsageError
 from bench.store import StorageFull
 from bench.trainer import Hook, PhaseResult, TrainState
 
-METRICS_FILE = "metrics.jsonl"
 log = logging.getLogger(__name__)
 _SHARED: contextvars.ContextVar[str | None] = contextvars.ContextVar("shared_phase", default=None)
 

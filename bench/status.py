@@ -5,7 +5,11 @@
 Per cell, one of:
     done     an ok record is in the store
     queued   its Slurm job waits (pending, or requeued after preemption / a time limit)
-    running  its Slurm job runs
+    running  its Slurm job runs, or a live process on this machine runs it (bench.run's
+             in-process or local executor); with the phase, epoch / epochs, the latest
+             validation accuracy and the time left in the phase at the measured epoch time,
+             read from the cell's `<results>/work/<cell id>/metrics.jsonl` (bench/progress.py),
+             so a job on another node shows its progress through the shared results folder
     failed   a failed record (first line of the error), or its Slurm job ended without a record
              (cancelled, out of memory, node failure, ...: sacct's state)
     missing  never run nor submitted (or Slurm no longer knows the job)
@@ -21,6 +25,7 @@ from typing import Any, Sequence
 from bench.arguments import add_common, select_cells
 from bench.cli import OneLineParser, run_command
 from bench.console import first_line
+from bench.progress import Progress, describe, read_progress
 from bench.slurm.queue import LIVE_STATES, QUEUED_STATES, RUNNING_STATES, query_job_states, \
     read_submissions
 
@@ -45,6 +50,7 @@ class CellFacts:
     log_dir: str
     live: str | None  # squeue's state (or sacct's while it still says queued or running)
     final: str | None  # sacct's state
+    progress: Progress | None = None  # from the cell's metrics file, when it has no ok record
 
 
 def cell_facts(cell: Any, store: Any, submission: dict[str, Any] | None,
@@ -60,8 +66,12 @@ def cell_facts(cell: Any, store: Any, submission: dict[str, Any] | None,
     state = live.get(jid) if jid else None
     if state is None and jid and final.get(jid) in LIVE_STATES:
         state = final[jid]  # squeue and sacct disagree for a moment; both are fresh enough
+    progress = None
+    if record is None or record.get("status") != "ok" or state is not None:
+        progress = read_progress(store.work_dir(cell.id))
     return CellFacts(record, corrupt, jid, str(submission.get("submitted", "")),
-                     submission.get("log_dir", ""), state, final.get(jid) if jid else None)
+                     submission.get("log_dir", ""), state, final.get(jid) if jid else None,
+                     progress)
 
 
 # --- the state decision: named predicates, asked in the order of `decide` -------------------------
@@ -89,6 +99,16 @@ def job_is_running(f: CellFacts) -> bool:
     return f.live in RUNNING_STATES
 
 
+def runs_here(f: CellFacts) -> bool:
+    """Not in Slurm's hands, but a live process on this machine is running the cell (its
+    metrics file names the process and has no end line for that run)."""
+    return f.live is None and f.progress is not None and f.progress.runs_here()
+
+
+def _progress(f: CellFacts) -> str:
+    return describe(f.progress) if f.progress is not None else ""
+
+
 def record_explains_failure(f: CellFacts) -> bool:
     """A failed record explains the failure unless it predates the job that Slurm then
     cancelled / timed out / lost (that job's state is the newer news)."""
@@ -107,15 +127,19 @@ def job_is_unknown(f: CellFacts) -> bool:
 
 def decide(f: CellFacts) -> CellStatus:
     """The first of these that holds decides: an ok record (done), a queued job, a running job, a
-    failed record that explains the failure, a job that ended without a record (failed), a job
-    Slurm no longer knows (missing), nothing at all (missing)."""
+    live process here running it, a failed record that explains the failure, a job that ended
+    without a record (failed), a job Slurm no longer knows (missing), nothing at all (missing).
+    A running cell's detail is its progress (bench/progress.py)."""
     jid = f.job_id
     if has_ok_record(f):
         return CellStatus("done", jid, f"test acc {f.record['accuracy']['test']:.4f}")
     if job_is_queued(f):
         return CellStatus("queued", jid, "" if f.live == "PENDING" else f.live)
     if job_is_running(f):
-        return CellStatus("running", jid, "" if f.live == "RUNNING" else f.live)
+        state = "" if f.live == "RUNNING" else f.live
+        return CellStatus("running", jid, ", ".join(x for x in (state, _progress(f)) if x))
+    if runs_here(f):
+        return CellStatus("running", None, f"pid {f.progress.pid}: {_progress(f)}")
     if record_explains_failure(f):
         err = f.record.get("error") or {}
         return CellStatus("failed", jid,
