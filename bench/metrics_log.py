@@ -43,6 +43,11 @@ from bench.store import StorageFull
 from bench.trainer import Hook, PhaseResult, TrainState
 
 log = logging.getLogger(__name__)
+# TensorBoard events are handed to SummaryWriter's thread at most every TB_FLUSH_S seconds (and
+# at a phase's end), not every epoch: each hand-off waits for that thread to be scheduled and
+# take the GIL, milliseconds on a busy machine, which is more than a short epoch's 1 %. The JSON
+# lines, which bench.status reads, are written every epoch.
+TB_FLUSH_S = 10.0
 _SHARED: contextvars.ContextVar[str | None] = contextvars.ContextVar("shared_phase", default=None)
 
 
@@ -81,6 +86,8 @@ class _Fit:
         self.t0 = time.perf_counter()
         self.images = 0
         self.layers_logged = False
+        self.pending: list[tuple[Any, int]] = []  # TensorBoard summaries not yet handed over
+        self.handed = time.perf_counter()
         self.overall: float | None = None
         mask = get_mask(state.model)  # fixed during a fit: counted once, not every epoch
         self.layers = {n: 1.0 - k / max(1, t) for n, (k, t) in mask.layer_counts().items()} \
@@ -112,6 +119,8 @@ class MetricsLog(Hook):
         self.close()
 
     def close(self) -> None:
+        for fit in self._fits.values():  # a phase that ended early (the cell failed)
+            self._hand_over(fit)
         for writer in self._writers:
             with contextlib.suppress(Exception):
                 writer.close()
@@ -157,7 +166,9 @@ class MetricsLog(Hook):
                                 "layers": fit.layers}
         self.write(line)
         if fit.writer is not None:
-            self._scalars(fit, line, epoch)
+            fit.pending.append((self._summary(fit, line), epoch))
+            if epoch >= phase.epochs or time.perf_counter() - fit.handed >= TB_FLUSH_S:
+                self._hand_over(fit)
         if epoch >= phase.epochs:
             self._fits.pop(id(state), None)
 
@@ -201,9 +212,9 @@ class MetricsLog(Hook):
         self._writers.append(writer)
         return writer
 
-    def _scalars(self, fit: _Fit, line: dict[str, Any], step: int) -> None:
-        """One event per epoch holding every scalar: each event is a hand-off to the writer's
-        thread, which cost more than the values themselves (one per scalar: ~1 ms an epoch)."""
+    @staticmethod
+    def _summary(fit: _Fit, line: dict[str, Any]) -> Any:
+        """The epoch's scalars as one event (not one per scalar, as add_scalar would)."""
         from torch.utils.tensorboard.summary import scalar
 
         tags = [(tag, line[key]) for tag, key in (
@@ -220,8 +231,18 @@ class MetricsLog(Hook):
         summary = scalar(tags[0][0], tags[0][1])
         for tag, value in tags[1:]:
             summary.value.extend(scalar(tag, value).value)
-        fit.writer._get_file_writer().add_summary(summary, step)  # SummaryWriter's own path
+        return summary
+
+    @staticmethod
+    def _hand_over(fit: _Fit) -> None:
+        if fit.writer is None or not fit.pending:
+            return
+        events = fit.writer._get_file_writer()  # SummaryWriter's own add_scalar path
+        for summary, step in fit.pending:
+            events.add_summary(summary, step)
+        fit.pending.clear()
         fit.writer.flush()
+        fit.handed = time.perf_counter()
 
 
 @torch.no_grad()

@@ -75,14 +75,20 @@ def test_metrics_file_of_a_cell_with_a_shared_phase(tmp_path):
     assert record["phases"]["dense"]["shared"] is True  # the record keeps what it kept
 
 
-def test_a_killed_phase_resumes_appending_each_epoch_once(tmp_path):
+def test_a_killed_phase_resumes_appending_each_epoch_once(tmp_path, monkeypatch):
+    """Lines and TensorBoard events (handed over every epoch here) of a phase killed after its
+    second epoch's checkpoint and resumed: every epoch once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import bench.metrics_log
     from bench.data import load_dataset
     from bench.metrics_log import MetricsLog
     from bench.models import build_model
     from bench.trainer import Hook, Phase, Trainer, ce_objective
 
+    monkeypatch.setattr(bench.metrics_log, "TB_FLUSH_S", 0.0)
     data = load_dataset("synthetic")
-    path = tmp_path / "metrics.jsonl"
+    path, tb = tmp_path / "metrics.jsonl", tmp_path / "tb"
 
     class Kill(Hook):
         def on_epoch_start(self, s):
@@ -96,12 +102,13 @@ def test_a_killed_phase_resumes_appending_each_epoch_once(tmp_path):
 
     phase, ckpt = Phase("p", 4, batch_size=32), tmp_path / "p.pt"
     with pytest.raises(KeyboardInterrupt):
-        Trainer(data, progress=False, observers=[MetricsLog(path)]).fit(
-            model(), phase, ce_objective, [Kill()], checkpoint=ckpt)
+        Trainer(data, progress=False, observers=[MetricsLog(path, tensorboard=tb)]).fit(
+            model(), phase, ce_objective, [Kill()], checkpoint=ckpt)  # killed: never closed
     with open(path, "a") as fh:
         fh.write('{"event": "epoch", "phase": "p", "ep')  # a line cut by the kill
-    Trainer(data, progress=False, observers=[MetricsLog(path)]).fit(model(), phase,
-                                                                   checkpoint=ckpt)
+    log = MetricsLog(path, tensorboard=tb)
+    result = Trainer(data, progress=False, observers=[log]).fit(model(), phase, checkpoint=ckpt)
+    log.close()
     from bench.progress import read_progress
 
     raw = path.read_text().splitlines()
@@ -112,6 +119,11 @@ def test_a_killed_phase_resumes_appending_each_epoch_once(tmp_path):
     progress = read_progress(tmp_path)
     assert (progress.phase, progress.epoch, progress.epochs) == ("p", 4, 4)
     assert progress.seconds_left() == 0.0
+    acc = EventAccumulator(str(tb / "p"))
+    acc.Reload()
+    val = acc.Scalars("val/acc")
+    assert [e.step for e in val] == [1, 2, 3, 4]
+    assert [e.value for e in val] == pytest.approx(result.val_acc)
 
 
 # --- TensorBoard --------------------------------------------------------------------------------
