@@ -121,11 +121,15 @@ class MetricsLog(Hook):
     def close(self) -> None:
         for fit in self._fits.values():  # a phase that ended early (the cell failed)
             self._hand_over(fit)
-        for writer in self._writers:
-            with contextlib.suppress(Exception):
-                writer.close()
-        self._writers.clear()
+        for writer in list(self._writers):
+            self._close_writer(writer)
         self._fits.clear()
+
+    def _close_writer(self, writer: Any) -> None:
+        with contextlib.suppress(Exception):
+            writer.close()
+        if writer in self._writers:
+            self._writers.remove(writer)
 
     # -- hooks ----------------------------------------------------------------------------------
     def on_phase_start(self, state: TrainState) -> None:
@@ -169,8 +173,10 @@ class MetricsLog(Hook):
             fit.pending.append((self._summary(fit, line), epoch))
             if epoch >= phase.epochs or time.perf_counter() - fit.handed >= TB_FLUSH_S:
                 self._hand_over(fit)
-        if epoch >= phase.epochs:
+        if epoch >= phase.epochs:  # the phase is over: its writer's thread need not wait
             self._fits.pop(id(state), None)
+            if fit.writer is not None:
+                self._close_writer(fit.writer)
 
     # -- output ---------------------------------------------------------------------------------
     def write(self, line: dict[str, Any]) -> None:

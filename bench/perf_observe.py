@@ -14,7 +14,8 @@ from bench.trainer import Hook, Phase, PhaseResult, TrainState, Trainer
 
 
 class Clocked(Hook):
-    """Runs another hook's callbacks and adds up the time spent in them."""
+    """Runs the callbacks MetricsLog implements of another hook and adds up the time spent in
+    them (the others are Hook's no-ops on both sides)."""
 
     def __init__(self, inner: Hook):
         self.inner, self.seconds, self.start_seconds = inner, 0.0, 0.0
@@ -33,14 +34,8 @@ class Clocked(Hook):
     def on_epoch_start(self, state: TrainState) -> None:
         self._call("on_epoch_start", state)
 
-    def after_backward(self, state: TrainState) -> None:
-        self._call("after_backward", state)
-
     def after_step(self, state: TrainState) -> None:
         self._call("after_step", state)
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        self._call("on_epoch_end", state)
 
     def on_epoch_done(self, state: TrainState, result: PhaseResult) -> None:
         self._call("on_epoch_done", state, result)
