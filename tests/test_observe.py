@@ -294,3 +294,23 @@ def test_status_shows_progress_of_a_slurm_job_on_another_node(tmp_path, monkeypa
     out = capsys.readouterr().out
     assert re.search(rf"^  {cell.id}  running  magnitude .*job 77_0: retrain 4/5, val acc 0\.8250, "
                      r"≈(59|1m00)s left in retrain$", out, re.M), out
+
+
+def test_tensorboard_folder_from_the_flag_or_the_slurm_profile(tmp_path, monkeypatch):
+    from argparse import Namespace
+
+    from bench.registry import UsageError
+    from bench.run import tensorboard_dir
+    from bench.slurm import profile_from_mapping
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TB_ROOT", str(tmp_path / "shared"))
+    profile = profile_from_mapping({"partition": "debug", "tensorboard": "$TB_ROOT/tb"}, "p.yaml")
+    assert tensorboard_dir(Namespace(tensorboard=None), profile) == str(tmp_path / "shared" / "tb")
+    assert tensorboard_dir(Namespace(tensorboard="mine"), profile) == str(tmp_path / "mine")
+    assert tensorboard_dir(Namespace(tensorboard=None), None) is None
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UsageError, match="--tensorboard 'afile' is a file"):
+        tensorboard_dir(Namespace(tensorboard="afile"), None)
+    with pytest.raises(UsageError, match="key 'tensorboard' must be a non-empty string"):
+        profile_from_mapping({"tensorboard": ""}, "p.yaml")
