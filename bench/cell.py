@@ -14,7 +14,7 @@ import traceback
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -27,6 +27,7 @@ from bench.loader import IndexSampler
 from bench.flops import cost_accounting
 from bench.masks import Accounting, prepare_for_state_dict, prune_model, verify_mask
 from bench.metrics import evaluation_metrics
+from bench.metrics_log import for_cell, shared_phase
 from bench.method import UnreachableTarget
 from bench.models import build_model
 from bench.phase_keys import cache_fields, dense_key, teacher_key
@@ -50,6 +51,7 @@ class RunOptions:
     # Iterative methods share their round prefixes across sparsities through the cache
     # (bench/rounds.py: shared_round). Off, every cell computes its own; the results are the same.
     share: bool = True
+    tensorboard: str | None = None  # a folder: event files per cell and phase (bench/metrics_log.py)
 
 
 @dataclass
@@ -140,7 +142,8 @@ class CellContext:
             payload, meta = compute(scratch)  # the Slurm plan finds the entry by this key
             return payload, {**meta, "plan_key": list(plan_key)}
 
-        entry = self.cache.get_or_compute(kind, full_key, tagged)
+        with shared_phase(kind):  # its epochs go to this cell's metrics file, marked shared
+            entry = self.cache.get_or_compute(kind, full_key, tagged)
         for name, rec in entry.meta.get("phases", {}).items():
             self.phases[name] = {**rec, "cached": entry.hit, "shared": True, "cache_key": entry.key_hash}
         if self.stop_after is not None:
@@ -278,12 +281,12 @@ def cell_memory_format(config: RunConfig, device: torch.device) -> str:
 
 
 def make_context(config: RunConfig, store: ResultStore, options: RunOptions,
-                 device: torch.device) -> CellContext:
+                 device: torch.device, observers: Sequence[Hook] = ()) -> CellContext:
     data = cached_dataset(config.dataset, options.data_root, options.download,
                           config.train_fraction)
     trainer = Trainer(data, device, seed=config.seed, compile=options.compile,
                       progress=options.progress, precision=resolve_precision(config.precision, device),
-                      memory_format=cell_memory_format(config, device))
+                      memory_format=cell_memory_format(config, device), observers=observers)
     return CellContext(config, data, trainer, PhaseCache(store.cache_dir),
                        store.work_dir(config.id), expected_sparsity=config.sparsity,
                        share=options.share)
@@ -321,6 +324,7 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     ctx: CellContext | None = None
+    metrics_log = for_cell(config, store.work_dir(config.id), options.tensorboard)
     record: dict[str, Any] = {"id": config.id, "label": config.label, "config": config.to_dict(),
                               "temperature": config.resolved_temperature(),
                               "precision": resolve_precision(config.precision, device),
@@ -329,7 +333,8 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
         problem = method.precheck(config) if method.precheck else None
         if problem:
             raise UnreachableTarget(problem)
-        ctx = make_context(config, store, options, device)
+        metrics_log.cell_started()
+        ctx = make_context(config, store, options, device, observers=(metrics_log,))
         ctx.other_cell = lambda other: other_cell_record(other, store, options)
         data, trainer = ctx.data, ctx.trainer
         record["data"] = {"train": len(data.train), "val": len(data.val), "test": len(data.test),
@@ -378,6 +383,7 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
         started=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
     )
     store.write(record)
+    metrics_log.cell_ended(record["status"])
     if record["status"] == "ok":
         shutil.rmtree(store.work_dir(config.id), ignore_errors=True)
     return record

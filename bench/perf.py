@@ -42,6 +42,8 @@ TARGETS = {
     "lean-loader": ("training, per-batch crops / whole-split crop windows (images/s)", ">= 0.95x"),
     "sharing": ("COLT / EGP on digits, 5 sparsities: --no-share / shared round prefixes (s)",
                 "colt >= 2x, egp >= 1.4x; estimate within 25 %"),
+    "observe": ("epoch with the metrics file and TensorBoard / without (seconds; the observer's "
+                "own share)", "< 1 % of an epoch"),
 }
 
 
@@ -380,6 +382,17 @@ def main(argv=None) -> int:
             lean, windowed = lean_loader(args.device, args.repeats, size=size, model_name=model)
             row("lean-loader", f"{size}x{size} {model}: {lean:,.0f} img/s",
                 f"{windowed:,.0f} img/s", f"{lean / windowed:.3f}x")
+    if "observe" in rows:
+        from bench.perf_observe import observer_cost
+
+        for model in ("smallcnn", "resnet20"):
+            c = observer_cost(args.device, args.repeats, model)
+            tb = "" if c["tensorboard"] else " (no tensorboard installed: file only)"
+            row("observe", f"digits {model}: {c['with']:.3f} s/epoch{tb}",
+                f"{c['without']:.3f} s/epoch",
+                f"{c['with'] / c['without']:.3f}x; hooks {c['hooks'] * 1e3:.2f} ms = "
+                f"{100 * c['hooks'] / c['without']:.2f} % of an epoch, + "
+                f"{c['phase_start'] * 1e3:.1f} ms a phase")
     if "memory" in rows:
         gib = quick_grid_memory()
         row("memory", f"{gib:.2f} GiB", "—", "—")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action="store_true",
                    help="after the run, print each finished cell's images/s and share of time "
                         "per phase")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="write TensorBoard event files per cell and phase under DIR (needs the "
+                        "[tb] extra); for Slurm also the profile key 'tensorboard'")
     p.add_argument("--executor", choices=("inprocess", "local", "slurm"), default="inprocess",
                    help="inprocess (default): run the cells in this process; local: in --workers "
                         "subprocesses on this machine; slurm: submit job arrays (--cluster)")
@@ -97,6 +101,23 @@ def write_tables(grid, cells, store) -> str:
     return text
 
 
+def tensorboard_dir(args: argparse.Namespace, profile=None) -> str | None:
+    """--tensorboard DIR, else a Slurm profile's `tensorboard` key: an absolute path (jobs run
+    elsewhere), after checking that the optional tensorboard package is installed."""
+    folder = args.tensorboard or (profile.tensorboard if profile is not None else None)
+    if not folder:
+        return None
+    from bench.metrics_log import require_tensorboard
+
+    require_tensorboard()
+    path = Path(os.path.expandvars(folder)).expanduser()
+    if path.exists() and not path.is_dir():
+        from bench.registry import UsageError
+
+        raise UsageError(f"--tensorboard {folder!r} is a file; give a folder (it is created)")
+    return str(path.resolve())
+
+
 def print_profiles(args: argparse.Namespace, cells, store) -> None:
     if args.profile:
         from bench.profile import format_profiles
@@ -124,6 +145,7 @@ def _main(args: argparse.Namespace) -> int:
             require_sbatch
 
         profile = load_profile(args.cluster)
+    tensorboard = tensorboard_dir(args, profile if args.executor == "slurm" else None)
     if args.dry_run:
         print_dry_run(grid, cells, store)
         if args.executor == "slurm":
@@ -145,7 +167,8 @@ def _main(args: argparse.Namespace) -> int:
         data_root = str(Path(args.data_root).resolve()) if args.data_root else None
         options = RunOptions(device=args.device, data_root=data_root, download=args.download,
                              progress=False, compile=args.compile,
-                             save_checkpoints=not args.no_checkpoints, share=not args.no_share)
+                             save_checkpoints=not args.no_checkpoints, share=not args.no_share,
+                             tensorboard=tensorboard)
         try:
             code = run_slurm(cells, store, options, profile, grid_name=grid.name,
                              force=args.force, wait_for_jobs=args.wait,
@@ -165,7 +188,8 @@ def _main(args: argparse.Namespace) -> int:
 
     options = RunOptions(device=device, data_root=args.data_root, download=args.download,
                          progress=not args.no_progress, compile=args.compile,
-                         save_checkpoints=not args.no_checkpoints, share=not args.no_share)
+                         save_checkpoints=not args.no_checkpoints, share=not args.no_share,
+                             tensorboard=tensorboard)
     if args.executor == "local":
         outcome = run_local(cells, store, options, force=args.force, workers=args.workers or 1)
     else:

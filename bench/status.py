@@ -5,7 +5,11 @@
 Per cell, one of:
     done     an ok record is in the store
     queued   its Slurm job waits (pending, or requeued after preemption / a time limit)
-    running  its Slurm job runs
+    running  its Slurm job runs, or a live process on this machine runs it (bench.run's
+             in-process or local executor); with the phase, epoch / epochs, the latest
+             validation accuracy and the time left in the phase at the measured epoch time,
+             read from the cell's `<results>/work/<cell id>/metrics.jsonl` (bench/progress.py),
+             so a job on another node shows its progress through the shared results folder
     failed   a failed record (first line of the error), or its Slurm job ended without a record
              (cancelled, out of memory, node failure, ...: sacct's state)
     missing  never run nor submitted (or Slurm no longer knows the job)
@@ -21,6 +25,7 @@ from typing import Any, Sequence
 from bench.arguments import add_common, select_cells
 from bench.cli import OneLineParser, run_command
 from bench.console import first_line
+from bench.progress import Progress, describe, read_progress
 from bench.slurm.queue import LIVE_STATES, QUEUED_STATES, RUNNING_STATES, query_job_states, \
     read_submissions
 
@@ -46,6 +51,7 @@ class CellFacts:
     live: str | None  # squeue's state (or sacct's while it still says queued or running)
     final: str | None  # sacct's state
     phases: tuple = ()  # states of the phase jobs it waits for (bench/slurm/phases.py)
+    progress: Progress | None = None  # from the cell's metrics file, when it has no ok record
 
 
 def cell_facts(cell: Any, store: Any, submission: dict[str, Any] | None,
@@ -65,9 +71,12 @@ def cell_facts(cell: Any, store: Any, submission: dict[str, Any] | None,
 
     phases = tuple(read_phase_status(store, p) or {"id": p, "name": p, "state": "unknown"}
                    for p in submission.get("after", ()))
+    progress = None
+    if record is None or record.get("status") != "ok" or state is not None:
+        progress = read_progress(store.work_dir(cell.id))
     return CellFacts(record, corrupt, jid, str(submission.get("submitted", "")),
                      submission.get("log_dir", ""), state, final.get(jid) if jid else None,
-                     phases)
+                     phases, progress)
 
 
 # --- the state decision: named predicates, asked in the order of `decide` -------------------------
@@ -100,6 +109,16 @@ def job_is_running(f: CellFacts) -> bool:
     return f.live in RUNNING_STATES
 
 
+def runs_here(f: CellFacts) -> bool:
+    """Not in Slurm's hands, but a live process on this machine is running the cell (its
+    metrics file names the process and has no end line for that run)."""
+    return f.live is None and f.progress is not None and f.progress.runs_here()
+
+
+def _progress(f: CellFacts) -> str:
+    return describe(f.progress) if f.progress is not None else ""
+
+
 def record_explains_failure(f: CellFacts) -> bool:
     """A failed record explains the failure unless it predates the job that Slurm then
     cancelled / timed out / lost (that job's state is the newer news)."""
@@ -118,9 +137,10 @@ def job_is_unknown(f: CellFacts) -> bool:
 
 def decide(f: CellFacts) -> CellStatus:
     """The first of these that holds decides: an ok record (done), a failed phase job it waits
-    for (failed, blocked), a queued job, a running job, a
-    failed record that explains the failure, a job that ended without a record (failed), a job
-    Slurm no longer knows (missing), nothing at all (missing)."""
+    for (failed, blocked), a queued job, a running job, a live process here running it, a failed
+    record that explains the failure, a job that ended without a record (failed), a job Slurm no
+    longer knows (missing), nothing at all (missing). A running cell's detail is its progress
+    (bench/progress.py)."""
     jid = f.job_id
     if has_ok_record(f):
         return CellStatus("done", jid, f"test acc {f.record['accuracy']['test']:.4f}")
@@ -134,7 +154,10 @@ def decide(f: CellFacts) -> CellStatus:
         return CellStatus("queued", jid, f"waiting for phase {', '.join(waiting)}" if waiting
                           else "" if f.live == "PENDING" else f.live)
     if job_is_running(f):
-        return CellStatus("running", jid, "" if f.live == "RUNNING" else f.live)
+        state = "" if f.live == "RUNNING" else f.live
+        return CellStatus("running", jid, ", ".join(x for x in (state, _progress(f)) if x))
+    if runs_here(f):
+        return CellStatus("running", None, f"pid {f.progress.pid}: {_progress(f)}")
     if record_explains_failure(f):
         err = f.record.get("error") or {}
         return CellStatus("failed", jid,

@@ -87,6 +87,9 @@ class Hook:
     def after_backward(self, state: TrainState) -> None: ...
     def after_step(self, state: TrainState) -> None: ...
     def on_epoch_end(self, state: TrainState) -> None: ...
+    def on_epoch_done(self, state: TrainState, result: "PhaseResult") -> None:
+        """After the epoch's validation, its entry in `result` and its checkpoint: what an
+        observer reports (a kill after this point never repeats the epoch)."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -123,9 +126,11 @@ class PhaseResult:
 class Trainer:
     def __init__(self, data: DataBundle, device: str | torch.device = "cpu", *, seed: int = 0,
                  compile: bool = False, progress: bool = True, precision: str = "auto",
-                 memory_format: str | None = None):
+                 memory_format: str | None = None, observers: Iterable[Hook] = ()):
         """`precision`: auto, fp32 or bf16 (resolved here; `self.precision` is fp32 or bf16).
-        `memory_format`: contiguous or channels_last; None picks the device's faster one."""
+        `memory_format`: contiguous or channels_last; None picks the device's faster one.
+        `observers`: hooks added to every fit (after the caller's), so that logging reaches the
+        phases methods and cached computations train with `trainer.fit` directly."""
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         self.data = data.to(self.device)
@@ -138,6 +143,7 @@ class Trainer:
             raise ValueError(f"memory_format={memory_format!r} is invalid; valid: "
                              f"{', '.join(MEMORY_FORMATS)}")
         self.channels_last = self.memory_format == "channels_last"
+        self.observers = tuple(observers)
         if self.cuda:
             torch.backends.cudnn.benchmark = True
 
@@ -145,7 +151,7 @@ class Trainer:
         """A trainer with this one's settings (device, seed, precision, ...) on other data."""
         return Trainer(data, self.device, seed=self.seed, compile=self.compile,
                        progress=self.progress, precision=self.precision,
-                       memory_format=self.memory_format)
+                       memory_format=self.memory_format, observers=self.observers)
 
     # -- helpers methods use ---------------------------------------------------------------------
     def prepare(self, model: nn.Module) -> nn.Module:
@@ -196,6 +202,7 @@ class Trainer:
         hooks = list(hooks)
         if isinstance(objective, Hook) and objective not in hooks:
             hooks.insert(0, objective)
+        hooks += [o for o in self.observers if o not in hooks]
         result = PhaseResult(phase.name, phase.epochs, 0.0)
         if phase.epochs == 0:
             return result
@@ -210,6 +217,7 @@ class Trainer:
             start_epoch = self._resume(checkpoint, state, loader, hooks, result)
         step_model = torch.compile(model) if self.compile else model
         steps_per_epoch = max(1, len(loader))
+        state.epoch = start_epoch  # so that on_phase_start sees where a resumed phase continues
         for hook in hooks:
             hook.on_phase_start(state)
         bar = _progress(range(start_epoch, phase.epochs), phase, start_epoch, self.progress)
@@ -260,6 +268,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{mean_loss:.3f}", val=f"{val:.3f}")
             if checkpoint is not None:
                 self._save(checkpoint, state, loader, hooks, result)
+            for hook in hooks:
+                hook.on_epoch_done(state, result)
         if masked:
             verify_mask(model)
         return result

@@ -542,3 +542,41 @@ def test_timeout_signal_requeues_and_resumes_from_the_checkpoint(cluster, tmp_pa
     sacct = subprocess.run(["sacct", "-n", "-X", "-D", "-P", "-o", "State", "-j",
                             job.split("_")[0]], capture_output=True, text=True).stdout.split()
     assert sacct[0] == "REQUEUED" and sacct[-1] == "COMPLETED", sacct
+
+
+@pytest.mark.slurm
+def test_status_shows_the_progress_of_a_running_job(cluster, tmp_path):
+    """While a job runs on the cluster, bench.status shows its phase, epoch / epochs, latest
+    validation accuracy and time left, read from the cell's metrics file in the results folder
+    (the job writes it on the node; shared phases go there too)."""
+    plugin = write_plugin(tmp_path)
+    epochs = 20  # a second's sleep per epoch: time for bench.status to start while it runs
+    grid = write_grid(tmp_path, methods=["slowft"], base={**BASE, "sparse_epochs": epochs})
+    results = tmp_path / "r"
+    args = ["--grid", grid, "--plugin", plugin, "--results", results, "--executor", "slurm",
+            "--cluster", "local", "--no-progress"]
+    waiter = submit_and_wait(args)
+    try:
+        cell_id, job = submitted_job(results)
+        metrics = results / "work" / cell_id / "metrics.jsonl"
+
+        def finetune_epochs():
+            if not metrics.is_file():
+                return 0
+            lines = [json.loads(x) for x in metrics.read_text().splitlines() if x.endswith("}")]
+            return sum(e["event"] == "epoch" and e["phase"] == "finetune" for e in lines)
+
+        wait_until(lambda: finetune_epochs() >= 2, 120, f"two fine-tuning epochs in {metrics}")
+        status = run_cli("bench.status", "--grid", grid, "--plugin", plugin, "--results", results)
+        print(status.stdout)
+        seen = re.search(rf"^  {cell_id}  running  slowft .*job {job}: finetune (\d+)/{epochs}, "
+                         rf"val acc (\d\.\d{{4}}), ≈(\d+)s left in finetune$", status.stdout, re.M)
+        assert seen, status.stdout
+        epoch, val, left = int(seen.group(1)), float(seen.group(2)), int(seen.group(3))
+        assert 2 <= epoch < epochs and 0 < left <= (epochs - epoch) * 3
+    finally:
+        out, err = finish(waiter, 240)
+    assert waiter.returncode == 0, err
+    record = json.loads((results / "records" / f"{cell_id}.json").read_text())
+    assert record["phases"]["finetune"]["val_acc"][epoch - 1] == pytest.approx(val, abs=5e-5)
+    assert "summary: 1 done, 0 queued, 0 running, 0 failed, 0 missing" in out

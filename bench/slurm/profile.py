@@ -31,6 +31,7 @@ class ClusterProfile:
     sbatch: Mapping[str, Any] = field(default_factory=dict)  # extra #SBATCH options
     setup: tuple[str, ...] = ()  # shell lines run before the job (module load, conda activate)
     python: str | None = None  # the job's python command; None: this interpreter
+    tensorboard: str | None = None  # event files per cell and phase there (as bench.run's flag)
     source: str = ""  # the file it came from
 
 
@@ -87,7 +88,7 @@ def profile_from_mapping(data: Any, source: str, name: str = "profile") -> Clust
     mem = data.get("mem_gb")
     if mem is not None and (isinstance(mem, bool) or not isinstance(mem, (int, float)) or mem <= 0):
         raise bad("mem_gb", "a number of GB > 0")
-    for key in ("partition", "job_name", "python"):
+    for key in ("partition", "job_name", "python", "tensorboard"):
         if data.get(key) is not None and (not isinstance(data[key], str) or not data[key].strip()):
             raise bad(key, "a non-empty string")
     setup = data.get("setup") or []
