@@ -70,6 +70,7 @@ class CellContext:
     loaded: set[str] = field(default_factory=set)  # checkpoint fields the method used
     share: bool = True  # RunOptions.share
     stop_after: tuple | None = None  # prefetch(): the shared phase to stop after
+    lock_wait: float = 0.0  # seconds blocked on cache locks (another job computing the phase)
     # other_cell(config) -> that cell's ok record from the same store, run first (under its lock,
     # with the same RunOptions) if it is missing: how a control reads another method's mask at the
     # same coordinates (random:match=...). None outside run_cell.
@@ -144,6 +145,7 @@ class CellContext:
 
         with shared_phase(kind):  # its epochs go to this cell's metrics file, marked shared
             entry = self.cache.get_or_compute(kind, full_key, tagged)
+        self.lock_wait += entry.waited
         for name, rec in entry.meta.get("phases", {}).items():
             self.phases[name] = {**rec, "cached": entry.hit, "shared": True, "cache_key": entry.key_hash}
         if self.stop_after is not None:
@@ -377,7 +379,9 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
         extra=ctx.extra if ctx else {},
         cost={"seconds_cell": cell_seconds, "seconds_shared": shared_seconds,
               "seconds_total": cell_seconds + shared_seconds,
-              "seconds_wall_this_run": time.perf_counter() - t0},
+              "seconds_wall_this_run": time.perf_counter() - t0,
+              # the allocation idle while another job computed a shared phase (issue 21)
+              "seconds_lock_wait": ctx.lock_wait if ctx else 0.0},
         memory=_peak_memory(device),
         provenance=provenance(device),
         started=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),

@@ -78,3 +78,55 @@ def test_a_computation_killed_half_way_resumes_from_its_scratch_folder(tmp_path)
     entry = cache.get_or_compute("teacher", {"k": 1}, resumed)
     assert seen == ["epoch 3 of 5"] and not entry.hit
     assert not list(tmp_path.rglob("*.partial"))  # removed once the entry is complete
+
+
+def test_two_writers_without_a_working_lock_publish_one_whole_entry(tmp_path, monkeypatch):
+    """Where flock does not reach across nodes, two jobs may compute the same entry at once:
+    the first to publish wins, the second discards its files and returns the published entry."""
+    import contextlib
+    import threading
+
+    import torch
+
+    import bench.cache
+
+    monkeypatch.setattr(bench.cache, "_lock", lambda path: contextlib.nullcontext())
+    cache = PhaseCache(tmp_path)
+    both_computing = threading.Barrier(2)
+    results = {}
+
+    def compute_as(name):
+        def compute(scratch):
+            both_computing.wait(timeout=30)  # neither sees the other's entry before computing
+            return {"w": torch.full((3,), float(len(name)))}, {"by": name}
+        results[name] = cache.get_or_compute("t", {"k": 1}, compute)
+
+    threads = [threading.Thread(target=compute_as, args=(n,)) for n in ("a", "bb")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    a, b = results["a"], results["bb"]
+    assert sorted([a.hit, b.hit]) == [False, True]  # one published, one read it
+    winner = a if not a.hit else b
+    assert torch.equal(a.payload["w"], b.payload["w"]) and a.meta["by"] == b.meta["by"]
+    assert len(list((tmp_path / "t").glob("*.pt"))) == 1  # the loser's tensors are gone
+    assert not list((tmp_path / "t").glob("*.staged"))
+    again = cache.get_or_compute("t", {"k": 1}, lambda s: (_ for _ in ()).throw(AssertionError))
+    assert again.hit and torch.equal(again.payload["w"], winner.payload["w"])
+
+
+def test_a_file_system_refusing_flock_falls_back_to_a_lock_file(tmp_path, monkeypatch):
+    import bench.cache
+
+    class Refusing:
+        def __init__(self, path):
+            pass
+
+        def acquire(self):
+            raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(bench.cache, "FileLock", Refusing)
+    entry = PhaseCache(tmp_path).get_or_compute("t", {"k": 2}, lambda s: ({}, {"x": 1}))
+    assert entry.meta["x"] == 1 and not entry.hit
+    assert not list((tmp_path / "t").glob("*.soft"))  # released

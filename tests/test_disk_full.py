@@ -71,11 +71,14 @@ def test_a_grid_on_a_full_disk_stops_cleanly_and_a_rerun_completes_it(tmp_path, 
     assert "free some space and run again" in lines[0]
     before, stray = all_records_valid(results)
     assert not stray and not leftovers(results) and len(before) < 6
-    for blob in (results / "cache").rglob("*.pt"):  # every cache entry is whole or absent
-        side = json.loads(blob.with_suffix(".json").read_text())
-        from bench.store import sha256_file
+    from bench.store import sha256_file
 
-        assert sha256_file(blob) == side["sha256"]
+    for sidecar in (results / "cache").rglob("*.json"):  # every cache entry is whole or absent
+        side = json.loads(sidecar.read_text())
+        assert sha256_file(sidecar.parent / side["blob"]) == side["sha256"]
+    for blob in (results / "cache").rglob("*.pt"):  # and no tensors without an entry are left
+        assert any(json.loads(p.read_text()).get("blob") == blob.name
+                   for p in blob.parent.glob("*.json")), blob
     failed = [json.loads(p.read_text()) for p in before]
     assert all(r["status"] == "ok" for r in failed)  # a full disk fails no cell
     stamps = {p.name: p.stat().st_mtime_ns for p in before}

@@ -43,6 +43,16 @@ def all_records_valid(results):
     return paths, leftovers
 
 
+def assert_cache_entries_whole(cache):
+    import json
+
+    from bench.store import sha256_file
+
+    for sidecar in cache.rglob("*.json"):
+        data = json.loads(sidecar.read_text())
+        assert sha256_file(sidecar.parent / data["blob"]) == data["sha256"], sidecar
+
+
 def test_sigkill_mid_grid_then_rerun_completes_only_the_missing_cells(tmp_path):
     grid = write_grid(tmp_path, dense_epochs=3, sparse_epochs=3)
     results = tmp_path / "r"
@@ -56,9 +66,9 @@ def test_sigkill_mid_grid_then_rerun_completes_only_the_missing_cells(tmp_path):
     before, leftovers = all_records_valid(results)
     assert 2 <= len(before) < 6, "the kill must land mid-grid"
     stamps = {p.name: p.stat().st_mtime_ns for p in before}
-    # the cache holds only complete entries: every blob has its sidecar and checksum
-    for blob in (results / "cache").rglob("*.pt"):
-        assert blob.with_suffix(".json").is_file()
+    # the cache holds only complete entries: every sidecar names whole tensors (a kill between
+    # the two leaves tensors no sidecar names: not an entry, never read)
+    assert_cache_entries_whole(results / "cache")
     again = run_cli("bench.run", "--grid", grid, "--results", results, "--no-progress")
     assert again.returncode == 0, again.stderr
     assert f"{6 - len(before)} ran, {len(before)} already done" in again.stdout
