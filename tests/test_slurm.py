@@ -25,10 +25,14 @@ from conftest import ROOT, TINY, run_cli
 # fine-tuning epochs are slow enough to interrupt between epoch checkpoints.
 PLUGIN = '''
 import time
+from pathlib import Path
 
+from bench.estimate import PhaseCost, shared
 from bench.masks import magnitude_scores
 from bench.method import Option, register_method
 from bench.trainer import Hook
+
+BROKEN = Path(__file__).with_name("broken.flag")  # while it exists, the shared phase fails
 
 
 class SlowEpochs(Hook):
@@ -42,6 +46,24 @@ class SlowEpochs(Hook):
 @register_method("boom")
 def boom(ctx):
     raise RuntimeError("boom: this cell fails on purpose\\nsecond line")
+
+
+def warm_cost(cfg):
+    return [PhaseCost(shared(cfg, "warm", {"model": cfg.model}), "warm", 1.0, after=()),
+            PhaseCost(None, "own", 1.0)]
+
+
+@register_method("brokenshared", cost=warm_cost)
+def brokenshared(ctx):
+    def compute(scratch):
+        if BROKEN.exists():
+            raise RuntimeError("the shared phase fails on purpose")
+        return {}, {"phases": {"warm": {"epochs": 0, "seconds": 0.0}}}
+
+    ctx.cached_phase("warm", {"model": ctx.config.model}, compute)
+    model = ctx.make_model()
+    ctx.prune(model, magnitude_scores(model))
+    return model
 
 
 @register_method("slowft", options={"sleep": Option(1.0)})
@@ -432,9 +454,13 @@ def test_sweep_on_slurm_records_each_cell_once_and_reports_a_failure(cluster, tm
     assert "boom: this cell fails on purpose" in failed["error"]["traceback"]
     assert all(r["status"] == "ok" for r in records if r is not failed)
     assert all(r["provenance"]["slurm_job_id"] for r in records)
-    # The two magnitude cells share one dense phase: trained by one job, read by the other.
-    dense = sorted(by_label[("magnitude", s)]["phases"]["dense"]["cached"] for s in (0.5, 0.9))
-    assert dense == [False, True]
+    # The cells share one dense phase: trained once, by its own phase job, and read by both
+    # (their jobs waited for it, never on its lock).
+    dense = [by_label[("magnitude", s)]["phases"]["dense"] for s in (0.5, 0.9)]
+    assert [d["cached"] for d in dense] == [True, True]
+    assert dense[0]["cache_key"] == dense[1]["cache_key"]
+    assert all(r["cost"]["seconds_lock_wait"] < 1.0 for r in records)
+    assert "plan: 1 phase job(s) in 1 level(s), then 3 cell(s) in 1 array(s)" in res.stdout
     # Every cell ran (and wrote its record) exactly once.
     logs = job_logs(results)
     for r in records:
@@ -451,6 +477,40 @@ def test_sweep_on_slurm_records_each_cell_once_and_reports_a_failure(cluster, tm
     assert re.search(rf"{failed['id']}\s+failed\s+boom .*: RuntimeError: boom: this cell fails "
                      r"on purpose$", status.stdout, re.M)
     assert "summary: 2 done, 0 queued, 0 running, 1 failed, 0 missing" in status.stdout
+
+
+@pytest.mark.slurm
+def test_a_failed_phase_job_blocks_its_cells_visibly_and_a_rerun_completes(cluster, tmp_path):
+    plugin = write_plugin(tmp_path)
+    (tmp_path / "broken.flag").write_text("")
+    grid = write_grid(tmp_path, methods=["brokenshared"], sparsities=[0.5, 0.9])
+    results = tmp_path / "r"
+    args = ["bench.run", "--grid", grid, "--plugin", plugin, "--results", results, "--executor",
+            "slurm", "--cluster", "local", "--wait", "--no-progress"]
+    res = run_cli(*args, timeout=240)
+    print(res.stdout, res.stderr, sep="\n")
+    assert res.returncode == 1
+    assert not list((results / "records").glob("*.json")) if (results / "records").exists() else True
+    (phase,) = [json.loads(p.read_text()) for p in (results / "phases").glob("*.json")]
+    assert phase["state"] == "failed" and phase["name"] == "warm"
+    subs = json.loads((results / "submissions.json").read_text())["cells"]
+    states = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j",
+                             ",".join({e["job_id"].split("_")[0] for e in subs.values()})],
+                            capture_output=True, text=True).stdout
+    assert states and "COMPLETED" not in states and "RUNNING" not in states  # never ran
+    status = run_cli("bench.status", "--grid", grid, "--plugin", plugin, "--results", results)
+    print(status.stdout)
+    blocked = re.findall(r"blocked: phase warm \(job \d+\) failed: RuntimeError: the shared "
+                         r"phase fails on purpose", status.stdout)
+    assert len(blocked) == 2, status.stdout
+
+    (tmp_path / "broken.flag").unlink()  # fixed: run again
+    res = run_cli(*args, timeout=240)
+    print(res.stdout, res.stderr, sep="\n")
+    assert res.returncode == 0, res.stderr
+    records = [json.loads(p.read_text()) for p in (results / "records").glob("*.json")]
+    assert len(records) == 2 and all(r["status"] == "ok" for r in records)
+    assert all(r["phases"]["warm"]["cached"] for r in records)  # its phase job computed it
 
 
 def submit_and_wait(args):
