@@ -128,3 +128,15 @@ def test_status_names_the_failed_phase_a_cell_waits_for(tmp_path):
     assert state.state == "failed"
     assert state.detail.startswith("blocked: phase teacher (job 41) failed: RuntimeError: "
                                    "teacher diverged")
+
+
+def test_a_phase_job_requeues_itself_and_records_its_state(tmp_path):
+    from bench.slurm.phases import PhaseJobRunner, read_phase_status
+
+    cell = RunConfig(method="magnitude", sparsity=0.5, **BASE)
+    (job,) = make_plan([cell], lambda key: False).phases
+    runner = PhaseJobRunner(job, str(tmp_path), RunOptions(progress=False))
+    assert runner.checkpoint().function is runner  # preempted: the same phase again, resuming
+    assert runner()["stopped"].startswith("dense-ce computed")
+    status = read_phase_status(ResultStore(tmp_path), job.id)
+    assert status["state"] == "ok" and status["name"] == "dense"
