@@ -102,20 +102,28 @@ SUBSET_SEED = 20261130
 def train_subset(bundle: DataBundle, fraction: float) -> DataBundle:
     """`fraction` of the training split, stratified by class: the same images for every method,
     seed and grid (a fixed generator, not the cell's seed), so that cells on a subset stay
-    comparable. Each class keeps round(fraction * its count), at least one image; validation and
-    test splits are untouched, and the normalisation statistics stay those of the full split."""
+    comparable. Each class keeps round(fraction * its count), at least one image. The
+    validation split (carved from the training data) shrinks by the same fraction, so that
+    validating each epoch does not cost more than training; the test split is untouched, and the
+    normalisation statistics stay those of the full training split."""
     if fraction >= 1.0:
         return bundle
+    return DataBundle(bundle.spec, _stratified(bundle.train, fraction),
+                      _stratified(bundle.val, fraction), bundle.test, bundle.mean, bundle.std)
+
+
+def _stratified(split: Split, fraction: float) -> Split:
+    if not len(split):
+        return split
     g = torch.Generator().manual_seed(SUBSET_SEED)
-    labels = bundle.train.labels.cpu()
+    labels = split.labels.cpu()
     order = torch.randperm(len(labels), generator=g)
     keep = []
     for c in labels.unique().tolist():
         members = order[labels[order] == c]
         keep.append(members[:max(1, round(fraction * len(members)))])
     index = torch.cat(keep).sort().values
-    return DataBundle(bundle.spec, bundle.train.subset(index.to(bundle.train.labels.device)),
-                      bundle.val, bundle.test, bundle.mean, bundle.std)
+    return split.subset(index.to(split.labels.device))
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

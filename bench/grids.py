@@ -286,3 +286,40 @@ register_grid(Grid(
     sparsities=(0.5, 0.9, 0.98),
     base=CIFAR_SMALL_BASE,
 ))
+
+
+# --- the CPU replication study (results/cifar-replication, docs/replication.md) --------------
+#
+# The paper's experiment at the scale 2 CPU cores afford in about three hours: real CIFAR-10
+# (--data-root), 15 % of the training split (train_fraction, stratified; the test split whole),
+# a resnet20 student and a resnet56 teacher trained once, longer, and shared by every seed as a
+# pretrained teacher would be (step 1 trains it with the `dense` method; step 2 loads it with
+# --set teacher_checkpoint=...). Budgets are the paper's proportions scaled down together: the
+# dense phases 10 epochs, retraining 5; methods that train the sparse network from its
+# initialisation (EPSD, COLT's ticket) get dense + retraining = 15, as in the paper grid; COLT's
+# rounds 1 epoch each, EGP's 2 (the paper grid: 1/2 of retraining and 1/1). Cost estimate at ~500
+# resnet20 images/s: teacher ≈ 20 min, the grid ≈ 2.5 h.
+REPLICATION_BASE = {"model": "resnet20", "teacher": "resnet56", "dense_epochs": 10,
+                    "sparse_epochs": 5, "round_epochs": 1, "train_fraction": 0.15,
+                    "batch_size": 128, "lr": 0.1}
+register_grid(Grid(
+    name="cifar-replication-teacher",
+    description="step 1 of the CPU replication study: the resnet56 teacher (dense, 30 epochs, "
+                "15 % of CIFAR-10), whose checkpoint step 2 loads (needs --data-root)",
+    methods=("dense",), datasets=("cifar10",), sparsities=(0.0,),
+    base={"model": "resnet56", "dense_epochs": 30, "train_fraction": 0.15, "batch_size": 128,
+          "lr": 0.1},
+))
+register_grid(MethodAwareGrid(
+    name="cifar-replication",
+    description="the CPU replication study: tg-oneshot (kd, ft) against magnitude, random, the "
+                "controls, pskd-epsd, COLT and EGP at 90/98 %, 3 seeds, a stronger loaded teacher "
+                "(needs --data-root and --set teacher_checkpoint=..., see docs/replication.md)",
+    methods=("tg-oneshot:retrain=kd", "tg-oneshot:retrain=ft", "magnitude", "random",
+             "magnitude:retrain=kd", "random:match=tg-oneshot", "pskd-epsd", "colt", "egp"),
+    datasets=("cifar10",), sparsities=(0.9, 0.98), seeds=(0, 1, 2),
+    extra_points=(("dense", 0.0),),
+    base=REPLICATION_BASE,
+    per_method={"pskd-epsd": {"sparse_epochs": 15}, "colt": {"sparse_epochs": 15},
+                "egp": {"round_epochs": 2}},
+))

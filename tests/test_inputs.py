@@ -119,12 +119,14 @@ def test_an_image_folder_runs_as_a_grid_dataset_from_the_command_line(tmp_path):
 
 # -- train_fraction --------------------------------------------------------------------------------
 
-def test_train_fraction_is_stratified_fixed_and_leaves_val_and_test_alone():
+def test_train_fraction_is_stratified_fixed_and_leaves_the_test_split_alone():
     full = load_dataset("digits")
     half = train_subset(full, 0.5)
     again = train_subset(full, 0.5)
     assert torch.equal(half.train.labels, again.train.labels)  # no seed: the same for every cell
-    assert torch.equal(half.val.labels, full.val.labels) and torch.equal(half.test.images, full.test.images)
+    assert torch.equal(half.test.images, full.test.images)  # the test split stays whole
+    assert len(half.val) == sum(max(1, round(0.5 * int((full.val.labels == c).sum())))
+                                for c in range(10))
     for c in range(10):
         n = int((full.train.labels == c).sum())
         assert int((half.train.labels == c).sum()) == max(1, round(0.5 * n))

@@ -90,7 +90,7 @@ def test_two_processes_needing_the_same_prefix_train_it_once(tmp_path):
 @pytest.mark.slow
 def test_a_shared_round_killed_half_way_resumes_from_its_last_epoch(tmp_path):
     cfg = RunConfig(method="colt", sparsity=0.3, options=OPTS["colt"],
-                    **{**BASE, "round_epochs": 12})
+                    **{**BASE, "round_epochs": 6})
     store = ResultStore(tmp_path)
     log = tmp_path / "child.log"
     proc = _child(cfg, tmp_path, log)
