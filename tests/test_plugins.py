@@ -87,7 +87,14 @@ def test_plugin_errors_are_one_line(tmp_path):
     assert res.returncode == 2 and "neither a .py file nor an importable module" in res.stderr
 
 
-def test_a_malformed_grid_file_names_the_bad_key(tmp_path):
+def test_a_malformed_grid_file_names_the_bad_key(tmp_path, capsys):
+    from bench.run import main  # in this process: a subprocess per case cost seconds of imports
+
+    def run(*args):
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        return code, capsys.readouterr().err
+
     cases = [({"sparsity": [0.5]}, "unknown key 'sparsity'"),
              ({"sparsities": "0.5"}, "key 'sparsities' must be a non-empty list"),
              ({"sparsities": [1.5]}, "sparsity=1.5 is invalid"),
@@ -98,12 +105,11 @@ def test_a_malformed_grid_file_names_the_bad_key(tmp_path):
         data.update(override)
         path = tmp_path / "g.yaml"
         path.write_text(yaml.safe_dump(data))
-        res = run_cli("bench.run", "--grid", path, "--dry-run")
-        assert res.returncode == 2 and needle in res.stderr and "g.yaml" in res.stderr, \
-            (override, res.stderr)
+        code, err = run("--grid", path, "--dry-run")
+        assert code == 2 and needle in err and "g.yaml" in err, (override, err)
     (tmp_path / "bad.yaml").write_text("methods: [a\n")
-    res = run_cli("bench.run", "--grid", tmp_path / "bad.yaml", "--dry-run")
-    assert res.returncode == 2 and "not valid YAML" in res.stderr
+    code, err = run("--grid", tmp_path / "bad.yaml", "--dry-run")
+    assert code == 2 and "not valid YAML" in err
 
 
 def test_an_installed_package_adds_methods_through_entry_points(tmp_path):
