@@ -38,13 +38,8 @@ class CellJob(Checkpointable):
 
     def __call__(self) -> dict[str, Any]:
         from bench.locked import Outcome, run_one_locked
-        from bench.plugins import load_builtins, load_plugin
 
-        for plugin in self.plugins:
-            load_plugin(plugin)
-        load_builtins()
-        _threads_from_slurm()
-        options = dataclasses.replace(self.options, device=job_device(self.options.device))
+        options = job_setup(self.plugins, self.options)
         cfg = self.config
         store = ResultStore(self.results)
         say(f"cell {cfg.id} ({cfg.label} {cfg.dataset} s={cfg.sparsity:g} seed={cfg.seed}) "
@@ -71,6 +66,18 @@ class CellJob(Checkpointable):
         say(f"cell {self.config.id}: preempted or near its time limit; once requeued it resumes "
             f"from {', '.join(saved) or 'the start (no epoch checkpoint yet)'} in {work}")
         return super().checkpoint(*args, **kwargs)
+
+
+def job_setup(plugins: Sequence[str], options: RunOptions) -> RunOptions:
+    """What every job does first on its node: the submitter's plugins and the built-ins, the
+    threads Slurm gave it, and the device it resolves to there."""
+    from bench.plugins import load_builtins, load_plugin
+
+    for plugin in plugins:
+        load_plugin(plugin)
+    load_builtins()
+    _threads_from_slurm()
+    return dataclasses.replace(options, device=job_device(options.device))
 
 
 def say(text: str) -> None:

@@ -2,7 +2,6 @@
 arrays that depend on them; each phase job's state is a small file the status view reads."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -55,14 +54,9 @@ class PhaseJobRunner(Checkpointable):
 
     def __call__(self) -> dict[str, Any]:
         from bench.cell import prefetch
-        from bench.plugins import load_builtins, load_plugin
-        from bench.slurm.job import _threads_from_slurm, job_device, say
+        from bench.slurm.job import job_setup, say
 
-        for plugin in self.plugins:
-            load_plugin(plugin)
-        load_builtins()
-        _threads_from_slurm()
-        options = dataclasses.replace(self.options, device=job_device(self.options.device))
+        options = job_setup(self.plugins, self.options)
         store = ResultStore(self.results)
         job = self.job
         say(f"phase {job.id} ({job.name}, through cell {job.cell.id} {job.cell.label}) starting")
