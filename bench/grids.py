@@ -288,7 +288,7 @@ register_grid(Grid(
 ))
 
 
-# --- the CPU replication study (results/cifar-replication, docs/replication.md) --------------
+# --- the CPU replication study (results/cifar-replication) ----------------------------------
 #
 # The paper's experiment at the scale 2 CPU cores afford in about three hours: real CIFAR-10
 # (--data-root), 15 % of the training split (train_fraction, stratified; the test split whole),
@@ -314,7 +314,7 @@ register_grid(MethodAwareGrid(
     name="cifar-replication",
     description="the CPU replication study: tg-oneshot (kd, ft) against magnitude, random, the "
                 "controls, pskd-epsd, COLT and EGP at 90/98 %, 3 seeds, a stronger loaded teacher "
-                "(needs --data-root and --set teacher_checkpoint=..., see docs/replication.md)",
+                "(needs --data-root and --set teacher_checkpoint=..., see results/cifar-replication)",
     methods=("tg-oneshot:retrain=kd", "tg-oneshot:retrain=ft", "magnitude", "random",
              "magnitude:retrain=kd", "random:match=tg-oneshot", "pskd-epsd", "colt", "egp"),
     datasets=("cifar10",), sparsities=(0.9, 0.98), seeds=(0, 1, 2),
