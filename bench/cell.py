@@ -1,14 +1,14 @@
-"""Running one cell: the context a method works in, and the record that comes out of it."""
+"""Running one cell: the context a method works in, and the record that comes out of it.
+
+About 420 lines, kept together: CellContext is the one interface methods see (models, training,
+cached phases, loaded checkpoints), and run_cell / prefetch are the two ways a cell runs through
+it (a whole cell, or its shared phases only for a Slurm phase job). Provenance and peak memory
+live in bench/provenance.py."""
 from __future__ import annotations
 
 import contextlib
-import os
-import platform
 import random
-import resource
 import shutil
-import socket
-import subprocess
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -31,8 +31,8 @@ from bench.metrics_log import for_cell, shared_phase
 from bench.method import UnreachableTarget
 from bench.models import build_model
 from bench.phase_keys import cache_fields, dense_key, teacher_key
-from bench.plugins import loaded_plugins
 from bench.precision import resolve_memory_format, resolve_precision
+from bench.provenance import peak_memory, provenance
 from bench.registry import UsageError
 from bench.store import ResultStore, StorageFull, atomic_torch_save, safe_torch_load
 from bench.trainer import Hook, Objective, Phase, PhaseResult, Trainer, ce_objective
@@ -382,7 +382,7 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
               "seconds_wall_this_run": time.perf_counter() - t0,
               # the allocation idle while another job computed a shared phase (issue 21)
               "seconds_lock_wait": ctx.lock_wait if ctx else 0.0},
-        memory=_peak_memory(device),
+        memory=peak_memory(device),
         provenance=provenance(device),
         started=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
     )
@@ -427,46 +427,3 @@ def _verify_checkpoint(path: Path, ctx: CellContext) -> None:
     prepare_for_state_dict(model, blob["state_dict"])
     model.load_state_dict(blob["state_dict"])
     verify_mask(model, ctx.expected_sparsity, ctx.accounting)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. On Linux, ru_maxrss survives fork and exec, so a worker
-    started by a large parent (bench.perf, a local executor) would report the parent's peak; the
-    memory map's own high-water mark (VmHWM) starts afresh at exec."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux, not macOS
-
-
-def _peak_memory(device: torch.device) -> dict[str, float]:
-    out = {"peak_rss_mb": peak_rss_mb()}
-    if device.type == "cuda":
-        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
-    return out
-
-
-@lru_cache(maxsize=1)
-def _git_commit() -> str | None:
-    here = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                                text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (commit + ("-dirty" if dirty else "")) or None
-
-
-def provenance(device: torch.device) -> dict[str, Any]:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        (platform.processor() or platform.machine())
-    return {"git_commit": _git_commit(), "torch": torch.__version__,
-            "python": platform.python_version(), "device": str(device), "device_name": name,
-            "host": socket.gethostname(), "threads": torch.get_num_threads(),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "plugins": loaded_plugins()}

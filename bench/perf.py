@@ -249,7 +249,7 @@ def quick_grid_memory() -> float:
             "sys.argv = ['bench.run', '--results', sys.argv[1], '--no-progress']\n"
             "try:\n    runpy.run_module('bench.run', run_name='__main__')\n"
             "except SystemExit:\n    pass\n"
-            "from bench.cell import peak_rss_mb\n"
+            "from bench.provenance import peak_rss_mb\n"
             "print('peak_rss_mb', peak_rss_mb())")
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run([sys.executable, "-c", code, tmp], check=True, capture_output=True,

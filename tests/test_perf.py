@@ -31,7 +31,7 @@ def test_peak_rss_is_the_process_own_not_its_parents():
         "import subprocess, sys\n"
         "big = bytearray(1536 * 2**20)\n"
         "big[::4096] = b'\\x01' * len(big[::4096])  # touch every page\n"
-        "child = ('import resource; from bench.cell import peak_rss_mb; '\n"
+        "child = ('import resource; from bench.provenance import peak_rss_mb; '\n"
         "         'print(peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)')\n"
         "print(subprocess.run([sys.executable, '-c', child], capture_output=True, text=True,\n"
         "                     check=True).stdout)\n")
