@@ -122,6 +122,11 @@ def cell_phases(cfg: RunConfig) -> list[PhaseCost]:
     return (method.cost or default_cost)(cfg)
 
 
+def format_hours(hours: float) -> str:
+    """GPU-hours as the dry run prints them: one decimal, or one significant digit below 0.1."""
+    return f"≈{hours:,.1f}" if hours >= 0.1 or hours == 0 else f"≈{hours:.1g}"
+
+
 def estimate_gpu_hours(cells: Sequence[RunConfig],
                        images_per_second: float = REFERENCE_IMAGES_PER_SECOND,
                        share: bool = True) -> float:

@@ -54,11 +54,10 @@ def preflight_data(cells, args) -> None:
 
 def print_dry_run(grid, cells, store) -> None:
     from bench import catalog
-    from bench.estimate import REFERENCE_IMAGES_PER_SECOND, estimate_gpu_hours
+    from bench.estimate import REFERENCE_IMAGES_PER_SECOND, estimate_gpu_hours, format_hours
 
     def hours(some) -> str:
-        h = estimate_gpu_hours(some)
-        return f"≈{h:,.1f}" if h >= 0.1 or h == 0 else f"≈{h:.1g}"
+        return format_hours(estimate_gpu_hours(some))
 
     done = {c.id for c in cells if store.is_done(c.id)}
     todo = [c for c in cells if c.id not in done]

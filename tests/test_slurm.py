@@ -513,6 +513,17 @@ def test_a_failed_phase_job_blocks_its_cells_visibly_and_a_rerun_completes(clust
     assert all(r["phases"]["warm"]["cached"] for r in records)  # its phase job computed it
 
 
+def start_slowft(tmp_path, epochs):
+    """One slowft cell (a second's sleep per fine-tuning epoch) submitted with --wait in the
+    background: (grid, plugin, results, the waiting bench.run)."""
+    plugin = write_plugin(tmp_path)
+    grid = write_grid(tmp_path, methods=["slowft"], base={**BASE, "sparse_epochs": epochs})
+    results = tmp_path / "r"
+    waiter = submit_and_wait(["--grid", grid, "--plugin", plugin, "--results", results,
+                              "--executor", "slurm", "--cluster", "local", "--no-progress"])
+    return grid, plugin, results, waiter
+
+
 def submit_and_wait(args):
     """`bench.run ... --wait` in the background: it submits, then blocks until the jobs end."""
     return subprocess.Popen([sys.executable, "-m", "bench.run", *map(str, args), "--wait"],
@@ -539,12 +550,7 @@ def finish(waiter, timeout):
 
 @pytest.mark.slurm
 def test_cancelled_job_is_reported_not_waited_on(cluster, tmp_path):
-    plugin = write_plugin(tmp_path)
-    grid = write_grid(tmp_path, methods=["slowft"], base={**BASE, "sparse_epochs": 30})
-    results = tmp_path / "r"
-    args = ["--grid", grid, "--plugin", plugin, "--results", results, "--executor", "slurm",
-            "--cluster", "local", "--no-progress"]
-    waiter = submit_and_wait(args)
+    grid, plugin, results, waiter = start_slowft(tmp_path, 30)
     try:
         cell_id, job = submitted_job(results)
         wait_until(lambda: squeue_state(job) == "RUNNING", 60, f"job {job} to run")
@@ -562,13 +568,8 @@ def test_timeout_signal_requeues_and_resumes_from_the_checkpoint(cluster, tmp_pa
     """USR2 (what Slurm sends signal_delay_s before the time limit; submitit's
     job._interrupt(timeout=True) sends the same) after the first fine-tuning epoch checkpoint:
     the job requeues itself, --wait keeps waiting, and the cell continues from that epoch."""
-    plugin = write_plugin(tmp_path)
     epochs = 6
-    grid = write_grid(tmp_path, methods=["slowft"], base={**BASE, "sparse_epochs": epochs})
-    results = tmp_path / "r"
-    args = ["--grid", grid, "--plugin", plugin, "--results", results, "--executor", "slurm",
-            "--cluster", "local", "--no-progress"]
-    waiter = submit_and_wait(args)
+    grid, plugin, results, waiter = start_slowft(tmp_path, epochs)
     try:
         cell_id, job = submitted_job(results)
         checkpoint = results / "work" / cell_id / "finetune.pt"
@@ -609,13 +610,8 @@ def test_status_shows_the_progress_of_a_running_job(cluster, tmp_path):
     """While a job runs on the cluster, bench.status shows its phase, epoch / epochs, latest
     validation accuracy and time left, read from the cell's metrics file in the results folder
     (the job writes it on the node; shared phases go there too)."""
-    plugin = write_plugin(tmp_path)
     epochs = 20  # a second's sleep per epoch: time for bench.status to start while it runs
-    grid = write_grid(tmp_path, methods=["slowft"], base={**BASE, "sparse_epochs": epochs})
-    results = tmp_path / "r"
-    args = ["--grid", grid, "--plugin", plugin, "--results", results, "--executor", "slurm",
-            "--cluster", "local", "--no-progress"]
-    waiter = submit_and_wait(args)
+    grid, plugin, results, waiter = start_slowft(tmp_path, epochs)
     try:
         cell_id, job = submitted_job(results)
         metrics = results / "work" / cell_id / "metrics.jsonl"

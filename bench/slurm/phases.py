@@ -118,25 +118,24 @@ def submit_plan(plan: Plan, store: ResultStore, options: RunOptions, profile, *,
 def print_plan(plan: Plan, images_per_second: float | None = None) -> None:
     """What `--executor slurm --dry-run` shows: the phase jobs by level and the cell arrays,
     with their dependencies and estimated GPU-hours."""
-    from bench.estimate import REFERENCE_IMAGES_PER_SECOND
+    from bench.estimate import REFERENCE_IMAGES_PER_SECOND, format_hours
 
     rate = images_per_second or REFERENCE_IMAGES_PER_SECOND
 
     def hours(work: float) -> str:
-        h = work / rate / 3600.0
-        return f"{h:,.1f}" if h >= 0.1 or h == 0 else f"{h:.1g}"
+        return format_hours(work / rate / 3600.0)
 
     print(f"plan: {len(plan.phases)} phase job(s) in {len(plan.levels())} level(s), then "
           f"{len(plan.cells)} cell(s) in {len(plan.cell_groups())} array(s)")
     for depth, level in enumerate(plan.levels()):
         print(f"  level {depth}: {len(level)} phase job(s), "
-              f"≈{hours(sum(j.work for j in level))} GPU-hours")
+              f"{hours(sum(j.work for j in level))} GPU-hours")
         for job in level:
             needs = f" after {', '.join(job.after)}" if job.after else ""
             print(f"    phase {job.id}  {job.name:24} via {job.cell.id} ({job.cell.label} "
                   f"{job.cell.dataset} s={job.cell.sparsity:g} seed={job.cell.seed}), "
-                  f"≈{hours(job.work)} GPU-hours{needs}")
+                  f"{hours(job.work)} GPU-hours{needs}")
     for after, cells in plan.cell_groups().items():
         work = sum(plan.cell_work.get(c.id, 0.0) for c in cells)
-        print(f"  cells: {len(cells)} in one array, ≈{hours(work)} GPU-hours of their own, "
+        print(f"  cells: {len(cells)} in one array, {hours(work)} GPU-hours of their own, "
               + (f"after {', '.join(after)}" if after else "no dependency: they start at once"))

@@ -64,13 +64,19 @@ def job_id(key: tuple) -> str:
     return hashlib.sha256(repr(key).encode()).hexdigest()[:10]
 
 
-def _chain(cell: RunConfig, share: bool = True) -> list[tuple[tuple, list[PhaseCost]]]:
-    """The cell's shared phases in the order it runs them, a trajectory's rounds folded into one
-    node: [(node key, [phases])]. Without `share` (--no-share) rounds are the cell's own."""
+def _own(phase: PhaseCost, share: bool) -> bool:
+    """Work the cell's own job does: its own phases, a matched cell's (it runs that cell
+    itself), and without `share` (--no-share) its rounds."""
+    return phase.key is None or phase.key[0] == "cell" or bool(phase.prefix and not share)
+
+
+def _chain(phases: list[PhaseCost], share: bool) -> list[tuple[tuple, list[PhaseCost]]]:
+    """A cell's shared phases in the order it runs them, a trajectory's rounds folded into one
+    node: [(node key, [phases])]."""
     out: list[tuple[tuple, list[PhaseCost]]] = []
-    for phase in cell_phases(cell):
-        if phase.key is None or phase.key[0] == "cell" or (phase.prefix and not share):
-            continue  # the cell's own work (a matched cell's phases: it runs that cell itself)
+    for phase in phases:
+        if _own(phase, share):
+            continue
         node = ("trajectory", phase.prefix) if phase.prefix else phase.key
         if out and out[-1][0] == node:
             out[-1][1].append(phase)
@@ -93,7 +99,8 @@ def make_plan(cells: Sequence[RunConfig], is_cached: Callable[[tuple], bool],
               share: bool = True) -> Plan:
     """`is_cached(key)`: whether the cache holds the phase with that estimate key
     (bench.estimate.shared). A trajectory counts as cached when its deepest round is."""
-    chains = {c.id: _chain(c, share) for c in cells}
+    phases_of = {c.id: cell_phases(c) for c in cells}
+    chains = {c.id: _chain(phases_of[c.id], share) for c in cells}
     # A trajectory node is computed by its deepest cell: the one with the most shared rounds.
     deepest: dict[tuple, tuple[RunConfig, list[PhaseCost]]] = {}
     for cell in cells:
@@ -127,7 +134,6 @@ def make_plan(cells: Sequence[RunConfig], is_cached: Callable[[tuple], bool],
             before = [jobs[node].id]
         needs[cell.id] = tuple(dict.fromkeys(needed))
     cell_after = [(cell, needs[cell.id]) for cell in cells]
-    cell_work = {cell.id: sum(p.work for p in cell_phases(cell) if p.key is None
-                              or p.key[0] == "cell" or (p.prefix and not share))
+    cell_work = {cell.id: sum(p.work for p in phases_of[cell.id] if _own(p, share))
                  for cell in cells}
     return Plan(order, cell_after, cell_work)
