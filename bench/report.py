@@ -48,12 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
 def report_sections(data: ReportData, layer_sparsity: float | None = None) -> list[Section]:
     """The report, in reading order."""
     from bench import report_controls
+    from bench.claims import claims_section
 
     out = [sections.header(data, data.store_root)]
     for dataset in data.datasets:
         out += [sections.accuracy(data, dataset), report_controls.metrics_section(data, dataset),
                 report_controls.layer_section(data, dataset, layer_sparsity)]
-    out += [sections.comparisons(data), sections.ranking(data), sections.off_target(data),
+    out += [claims_section(data), sections.comparisons(data), sections.ranking(data),
+            sections.off_target(data),
             sections.failures(data), *sections.wallclock(data), *sections.temperature(data),
             sections.against_paper(data)]
     return out
