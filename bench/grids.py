@@ -322,7 +322,11 @@ register_grid(MethodAwareGrid(
     methods=("tg-oneshot:retrain=kd", "tg-oneshot:retrain=ft", "magnitude", "random",
              "magnitude:retrain=kd", "random:match=tg-oneshot", "pskd-epsd", "colt", "egp"),
     datasets=("cifar10",), sparsities=(0.9, 0.98), seeds=(0, 1, 2),
-    extra_points=(("dense", 0.0),),
+    # 50 %, for the rows that are cheap to add (one-shot and the CE/KD controls): a low-sparsity
+    # contrast to the high-sparsity claims, and the third level a radar plot needs
+    extra_points=(("dense", 0.0), *((m, 0.5) for m in (
+        "tg-oneshot:retrain=kd", "tg-oneshot:retrain=ft", "magnitude", "magnitude:retrain=kd",
+        "random"))),
     base=REPLICATION_BASE,
     per_method={**{m: {"sparse_epochs": REPLICATION_RETRAIN}
                    for m in ("tg-oneshot", "magnitude", "random")},
