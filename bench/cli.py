@@ -27,6 +27,13 @@ def run_command(body: Callable[[argparse.Namespace], int], args: argparse.Namesp
     except KeyboardInterrupt:
         print("interrupted; finished cells are saved, run again to continue", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`bench.run --dry-run | head`): stop quietly, as Unix tools do;
+        # stdout goes to /dev/null so that the interpreter's final flush does not fail again
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
 
 
 def read_yaml(path: Path) -> Any:

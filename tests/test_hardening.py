@@ -204,3 +204,16 @@ def test_data_that_cannot_fit_the_device_is_one_line_before_training(monkeypatch
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2 * need, 10 * need))
     guards.check_data_fits(cells, args, "cuda")  # fits with a quarter to spare
     guards.check_data_fits(cells, args, "cpu")
+
+
+def test_a_closed_pipe_ends_the_listing_quietly(tmp_path):
+    """`bench.run --dry-run | head -1`: the reader leaves after one line; no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "bench.run", "--grid", "paper", "--dry-run",
+                             "--results", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what `head -1` does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert first.startswith(b"grid paper: 999 cells")
+    assert "Traceback" not in err and err == ""
