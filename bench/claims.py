@@ -214,6 +214,33 @@ def cost_verdict(tests: "pd.DataFrame", dataset: str) -> Verdict:
     return Verdict(dataset, COST_CLAIM, verdict, detail)
 
 
+def teacher_margin(merged: "pd.DataFrame", dataset: str) -> str:
+    """The premise of every teacher-guided claim, from the records: the teacher's test accuracy
+    (as the one-shot cells measured it) against the dense CE student's (the `dense` row, else
+    the dense network magnitude pruned); "" when the store has neither."""
+    import pandas as pd
+
+    ok = merged[(merged["dataset"] == dataset) & (merged["status"] == "ok")]
+    if "teacher_test_acc" not in ok:
+        return ""
+    teacher = pd.to_numeric(ok.loc[ok["method"] == "tg-oneshot", "teacher_test_acc"],
+                            errors="coerce").dropna()
+    dense = ok[(ok["row"] == "dense") & (ok["sparsity"] == 0)]
+    dense = (dense.set_index("seed")["test_acc"] if len(dense) else
+             ok[ok["method"] == "magnitude"].groupby("seed")["dense_test_acc"].first())
+    dense = pd.to_numeric(dense, errors="coerce").dropna()
+    if teacher.empty or dense.empty:
+        return ""
+    t, d = 100 * float(teacher.mean()), 100 * float(dense.mean())
+    spread = f" ± {100 * float(dense.std()):.2f}" if len(dense) > 1 else ""
+    text = (f"{dataset}: teacher {t:.2f} % test accuracy, dense CE student {d:.2f}{spread} % "
+            f"(n = {len(dense)}): margin {t - d:+.2f} points")
+    if t <= d:
+        text += (" — the teacher is not stronger than the student, so the teacher-guided claims "
+                 "are not tested as the paper means them")
+    return text
+
+
 def evaluate(merged: "pd.DataFrame", datasets: Sequence[str], teacher: float | None = None
              ) -> tuple["pd.DataFrame", "pd.DataFrame", list[Verdict]]:
     """(accuracy tests, cost tests, one verdict per claim and dataset)."""
@@ -250,6 +277,9 @@ def claims_section(data) -> "Section":
         "missing). Rules: bench/claims.py."),
         Bullets(tuple(f"{v.dataset}: {v.claim}: {v.verdict.upper()} ({v.detail})"
                       for v in verdicts))]
+    margins = [m for m in (teacher_margin(data.merged, d) for d in data.datasets) if m]
+    if margins:
+        blocks.insert(1, Paragraph("The premise, from the records: " + "; ".join(margins) + "."))
 
     def num(v: float, fmt: str) -> str:
         return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)

@@ -136,3 +136,21 @@ def test_the_report_has_the_claims_section_and_its_csv(tmp_path):
     rows = (tmp_path / "out" / "claims.csv").read_text().splitlines()
     assert rows[0].startswith("dataset,claim,better,worse")
     assert len(rows) > 1
+
+
+def test_the_teachers_margin_over_the_dense_student_is_read_from_the_records(tmp_path):
+    def teacher(cfg, record):
+        record["extra"] = ({"teacher": {"test_acc": 0.80}} if cfg.method == "tg-oneshot" else
+                           {"dense_test_acc": 0.70 + cfg.seed / 100})
+    data = store_with(tmp_path / "a", {"magnitude": 0.7, "magnitude-kd": 0.7, "tg-oneshot-ft": 0.7,
+                                       "tg-oneshot-kd": 0.7, "colt": 0.7}, edit=teacher)
+    text = claims.teacher_margin(data.merged, "synthetic")
+    assert "teacher 80.00 %" in text and "dense CE student 71.00 ± 1.00 %" in text
+    assert "margin +9.00 points" in text and "not stronger" not in text
+
+    def weak(cfg, record):
+        record["extra"] = ({"teacher": {"test_acc": 0.60}} if cfg.method == "tg-oneshot" else
+                           {"dense_test_acc": 0.70})
+    data = store_with(tmp_path / "b", {"magnitude": 0.7, "magnitude-kd": 0.7, "tg-oneshot-ft": 0.7,
+                                       "tg-oneshot-kd": 0.7, "colt": 0.7}, edit=weak)
+    assert "not stronger than the student" in claims.teacher_margin(data.merged, "synthetic")
