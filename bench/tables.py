@@ -37,8 +37,8 @@ def merge_status(expected: pd.DataFrame, records: pd.DataFrame,
     """The expected cells with their record's status and numbers; `corrupt_ids` (record files that
     did not load) are marked corrupt instead of missing."""
     cols = ["id", "status", "test_acc", "teacher_test_acc", "dense_test_acc", "test_top5",
-            "test_ece", "test_nll", "sparsity_overall", "sparsity_prunable", "sparsity_over", "seconds",
-            "seconds_cell", "seconds_shared", "empty_layers", "error", "precision",
+            "test_ece", "test_nll", "sparsity_overall", "sparsity_prunable", "sparsity_over",
+            "seconds", "seconds_cell", "seconds_shared", "empty_layers", "error", "precision",
             *COST_COLUMNS]
     if records.empty:
         records = pd.DataFrame(columns=cols)

@@ -136,6 +136,9 @@ def test_the_report_has_the_claims_section_and_its_csv(tmp_path):
     rows = (tmp_path / "out" / "claims.csv").read_text().splitlines()
     assert rows[0].startswith("dataset,claim,better,worse")
     assert len(rows) > 1
+    records = (tmp_path / "out" / "records.csv").read_text().splitlines()
+    assert len(records) == 1 + len(grid.cells())  # the records summary: one row per cell
+    assert "teacher_test_acc" in records[0] and "dense_epochs" in records[0]
 
 
 def test_the_teachers_margin_over_the_dense_student_is_read_from_the_records(tmp_path):
