@@ -1,5 +1,9 @@
 """The paper's four claims, tested on whatever a results store holds (the report's "Claims" section).
 
+"Stage 1" is the paper's first stage as a whole: the dense student trained with the teacher
+(L_total) and the Taylor importance accumulated during that training. No row here separates the
+two: magnitude and random prune the CE-trained dense network, tg-oneshot the teacher-guided one.
+
 Each accuracy claim is a set of paired contrasts, `better` row against `worse` row, at the
 sparsities the claim speaks of. Every contrast is a paired comparison over the seeds both rows have
 an on-target ok result for (bench.stats.paired: mean difference, 95 % t interval, paired t-test),
@@ -56,11 +60,11 @@ class Claim:
 
 CLAIMS = (
     Claim("importance", "teacher-guided importance beats magnitude at high sparsity", (
-        Contrast("tg-oneshot-ft", "magnitude", "the score (both CE fine-tuning)"),
-        Contrast("tg-oneshot-kd", "magnitude-kd", "the score (both KD retraining)"),
+        Contrast("tg-oneshot-ft", "magnitude", "stage 1 vs CE + |w|, both CE fine-tuning"),
+        Contrast("tg-oneshot-kd", "magnitude-kd", "stage 1 vs CE + |w|, both KD retraining"),
         Contrast("tg-oneshot-kd", "magnitude", "score and retraining, as the paper compares"),
         Contrast("tg-oneshot-ft", "random[match=tg-oneshot]",
-                 "which weights, at the same per-layer counts"),
+                 "stage 1 vs random, same per-layer counts, both CE"),
     ), HIGH),
     Claim("kd", "KD retraining beats CE fine-tuning", (
         Contrast("tg-oneshot-kd", "tg-oneshot-ft", "retraining (teacher-guided mask)"),
