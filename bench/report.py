@@ -81,6 +81,7 @@ def portable_command(argv: Sequence[str], report_dir: str | Path) -> str:
     shared report names no absolute path of this machine."""
     import shlex
 
+    from bench.config import CHECKPOINT_FIELDS
     from bench.report_data import from_report
 
     out, i, argv = [], 0, list(argv)
@@ -93,6 +94,12 @@ def portable_command(argv: Sequence[str], report_dir: str | Path) -> str:
             out.append(f"{flag}={from_report(value, report_dir)}")
         elif arg in PATH_FLAGS and i + 1 < len(argv) and (arg == "--out" or Path(argv[i + 1]).exists()):
             out += [arg, from_report(argv[i + 1], report_dir)]
+            i += 1
+        elif arg == "--set" and i + 1 < len(argv):  # a loaded checkpoint is a path too
+            field, eq, value = argv[i + 1].partition("=")
+            if field.strip() in CHECKPOINT_FIELDS and eq and Path(value).exists():
+                value = from_report(value, report_dir)
+            out += [arg, f"{field}{eq}{value}"]
             i += 1
         else:
             out.append(arg)

@@ -136,12 +136,29 @@ def add_statistics(data: ReportData, against: str | None = None) -> None:
         summary["mark"] = [marks.get((d, r, s), "") for d, r, s in
                            zip(summary["dataset"], summary["row"], summary["sparsity"])]
     if len(summary):
-        data.ranking = stats.ranking(summary)
+        data.ranking = stats.ranking(summary, ranked_rows(data.merged))
     summary["precision_tag"] = ""
     for dataset in data.datasets:
         if len(mixed_precisions(data, dataset)) > 1:
             mine = summary["dataset"] == dataset
             summary.loc[mine, "precision_tag"] = summary.loc[mine, "precision"]
+
+
+def ranked_rows(merged: "pd.DataFrame") -> list[str]:
+    """The rows the ranking compares. A row asked for at few settings (a grid's extra point, e.g.
+    the dense network at 0 %) would leave few or no settings where every row has a result; so
+    among the row sets "every row asked for at ≥ k settings" the one whose rows × common settings
+    is largest is ranked (ties: more rows), from the cells asked for, not the results."""
+    if not len(merged):
+        return []
+    asked = merged[["row", "dataset", "sparsity"]].drop_duplicates()
+    settings = {row: set(zip(g["dataset"], g["sparsity"])) for row, g in asked.groupby("row")}
+    best: tuple = (-1, -1, [])
+    for k in sorted({len(v) for v in settings.values()}):
+        rows = [r for r in dict.fromkeys(merged["row"]) if len(settings[r]) >= k]
+        common = set.intersection(*(settings[r] for r in rows))
+        best = max(best, (len(rows) * len(common), len(rows), rows), key=lambda b: b[:2])
+    return best[2]
 
 
 def mixed_precisions(data: ReportData, dataset: str) -> list[str]:

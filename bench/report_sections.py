@@ -212,6 +212,10 @@ def ranking(data: ReportData) -> Section:
         f"{len(r.methods)} rows have an on-target result: {settings}."
         + (f" Left out (some row has no result): "
            f"{', '.join(f'{d} {s:g}' for d, s in r.left_out)}." if r.left_out else ""))]
+    others = [row for row in dict.fromkeys(data.merged["row"]) if row not in r.methods]
+    if others:
+        blocks.append(Paragraph("Not ranked (asked for at fewer settings than the other rows): "
+                                + ", ".join(others) + "."))
     table = pd.DataFrame({"average rank": [f"{v:.2f}" if not math.isnan(v) else "—"
                                            for v in r.ranks]}, index=list(r.ranks.index))
     table.index.name = "row"

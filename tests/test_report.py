@@ -394,3 +394,16 @@ def test_print_dry_run_shows_gpu_hours(tmp_path, capsys):
 def test_unknown_grid_is_a_usage_error():
     with pytest.raises(UsageError, match=r"unknown grid 'no-such-grid'; valid: .*quick"):
         load_grid("no-such-grid")
+
+
+def test_the_remake_command_rewrites_a_loaded_checkpoint_relative_to_the_report(tmp_path):
+    from bench.report import portable_command
+
+    ckpt = tmp_path / "runs" / "checkpoints" / "abc.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"w")
+    out = tmp_path / "results" / "study"
+    command = portable_command(["--results", str(tmp_path / "runs"), "--set",
+                                f"teacher_checkpoint={ckpt}", "--set", "dense_epochs=6"], out)
+    assert "--set teacher_checkpoint=../../runs/checkpoints/abc.pt" in command
+    assert "--set dense_epochs=6" in command and str(tmp_path) not in command

@@ -176,3 +176,27 @@ def test_against_picks_the_reference_and_rejects_unknown_rows(tmp_path):
     with pytest.raises(UsageError, match=r"--against 'nosuch' is not a row of this grid; "
                                          r"valid: magnitude, random, tg-oneshot-kd"):
         load_report_data(grid, grid.cells(), store, against="nosuch")
+
+
+def test_a_row_asked_for_at_one_setting_only_is_left_out_of_the_ranking(tmp_path):
+    """A grid's extra point (the dense network at 0 %) must not leave the ranking with no
+    complete setting."""
+    from bench.report_data import load_report_data
+
+    grid = make_grid(methods=METHODS, seeds=(0, 1, 2), extra_points=(("magnitude", 0.3),))
+    store = ResultStore(tmp_path)
+    rng = random.Random(3)
+    for cfg in grid.cells():
+        store.write(make_record(cfg, TRUE_ACC[cfg.label] + rng.gauss(0, 0.003)))
+    data = load_report_data(grid, grid.cells(), store)
+    assert set(data.ranking.methods) == {"magnitude", "random", "tg-oneshot-kd"}
+    assert len(data.ranking.settings) == 3 and data.ranking.reason == ""
+    # the other way round: a row asked for at one setting only
+    grid = make_grid(methods=METHODS[:2], seeds=(0, 1, 2),
+                     extra_points=(("tg-oneshot:retrain=kd", 0.9),))
+    store = ResultStore(tmp_path / "b")
+    for cfg in grid.cells():
+        store.write(make_record(cfg, TRUE_ACC[cfg.label] + rng.gauss(0, 0.003)))
+    data = load_report_data(grid, grid.cells(), store)
+    assert set(data.ranking.methods) == {"magnitude", "random"}
+    assert len(data.ranking.settings) == 3
