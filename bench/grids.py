@@ -297,9 +297,10 @@ register_grid(Grid(
 # --set teacher_checkpoint=...). Budgets are the paper's proportions scaled down together: the
 # dense phases 6 epochs, retraining 3; methods that train the sparse network from its
 # initialisation (EPSD, COLT's ticket) get dense + retraining = 9, as the paper grid does;
-# COLT's and EGP's rounds 1 epoch each (the fewest; COLT still needs 24 rounds to reach 98 %).
+# COLT's and EGP's rounds 1 epoch each (the fewest; COLT still takes 21 rounds to reach 98 %).
 # Measured on this project's 2-core AVX2 machine: resnet20 trains at ≈280 images/s, resnet56 at
-# ≈90; the cost model (bench.estimate at that rate) gives the teacher ≈21 min, the grid ≈1.6 h.
+# ≈90; the cost model (bench.estimate at that rate) gave the teacher ≈21 min, the grid ≈1.6 h;
+# measured: 22.6 min and 1.9 h (results/cifar-replication/README.md).
 # The epoch budgets are per method (not in the base) because MethodAwareGrid's per_method only
 # fills fields the base leaves unset, so that --set still wins everywhere.
 REPLICATION_BASE = {"model": "resnet20", "teacher": "resnet56", "dense_epochs": 6,
