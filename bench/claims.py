@@ -1,4 +1,4 @@
-"""The paper's four claims, tested on whatever a results store holds (the report's "Claims" section).
+"""The paper's four claims, tested on whatever a results store holds (a report section).
 
 "Stage 1" is the paper's first stage as a whole: the dense student trained with the teacher
 (L_total) and the Taylor importance accumulated during that training. No row here separates the
@@ -285,24 +285,22 @@ def claims_section(data) -> "Section":
     if margins:
         blocks.insert(1, Paragraph("The premise, from the records: " + "; ".join(margins) + "."))
 
-    def num(v: float, fmt: str) -> str:
-        return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
-
     if len(acc):
         blocks.append(Table(pd.DataFrame([{
-            "dataset": r["dataset"], "claim": r["claim"], "contrast": f"{r['better']} − {r['worse']}",
-            "isolates": r["isolates"], "sparsity": f"{r['sparsity']:g}", "pairs": r["pairs"],
-            "difference": num(r["mean_diff"], "+.2f"),
-            "95% CI": "—" if math.isnan(r["ci_low"]) else f"{r['ci_low']:+.2f} to {r['ci_high']:+.2f}",
-            "p": num(r["p"], ".3g"), "p (Holm)": num(r["p_holm"], ".3g"), "mark": r["mark"] or "—"}
-            for r in acc.to_dict("records")]).set_index("dataset")))
+            "dataset": r["dataset"], "claim": r["claim"],
+            "contrast": f"{r['better']} − {r['worse']}", "isolates": r["isolates"],
+            "sparsity": f"{r['sparsity']:g}", "pairs": r["pairs"],
+            "difference": _num(r["mean_diff"], "+.2f"),
+            "95% CI": _interval(r["ci_low"], r["ci_high"], "+.2f"),
+            "p": _num(r["p"], ".3g"), "p (Holm)": _num(r["p_holm"], ".3g"),
+            "mark": r["mark"] or "—"} for r in acc.to_dict("records")]).set_index("dataset")))
     if len(cost):
         blocks.append(Table(pd.DataFrame([{
             "dataset": r["dataset"], "sparsity": f"{r['sparsity']:g}", "pairs": r["pairs"],
             f"{ONE_SHOT_ROW} min": f"{r['one_shot_min']:.2f}", "colt min": f"{r['colt_min']:.2f}",
-            "colt / one-shot": num(r["ratio"], ".1f"),
-            "95% CI": "—" if math.isnan(r["ci_low"]) else f"{r['ci_low']:.1f} to {r['ci_high']:.1f}",
-            "with teacher": num(r["ratio_with_teacher"], ".1f")}
+            "colt / one-shot": _num(r["ratio"], ".1f"),
+            "95% CI": _interval(r["ci_low"], r["ci_high"], ".1f"),
+            "with teacher": _num(r["ratio_with_teacher"], ".1f")}
             for r in cost.to_dict("records")]).set_index("dataset")))
     if teacher is not None:
         blocks.append(Paragraph(f"The loaded teacher's own training took {teacher / 60:.1f} min "
@@ -310,3 +308,11 @@ def claims_section(data) -> "Section":
                                 "to every one-shot cell."))
     files = [("claims.csv", acc.to_csv(index=False)), ("claims_cost.csv", cost.to_csv(index=False))]
     return section(title, *blocks, files=files)
+
+
+def _num(v: float, fmt: str) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+
+def _interval(low: float, high: float, fmt: str) -> str:
+    return "—" if math.isnan(low) else f"{format(low, fmt)} to {format(high, fmt)}"

@@ -273,7 +273,7 @@ def flatten_record(r: dict[str, Any]) -> dict[str, Any]:
     row["test_acc"] = r.get("accuracy", {}).get("test")
     for key in ("top5", "ece", "nll"):  # absent from records before they were measured
         row[f"test_{key}"] = (r.get("accuracy") or {}).get(key)
-    extra = r.get("extra") or {}  # the teacher and the dense network the cell pruned or learned from
+    extra = r.get("extra") or {}  # the teacher and dense network the cell learned from or pruned
     row["teacher_test_acc"] = (extra.get("teacher") or {}).get("test_acc")
     row["dense_test_acc"] = extra.get("dense_test_acc")
     sp = r.get("sparsity") or {}
