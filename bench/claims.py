@@ -92,8 +92,9 @@ def _seed_values(ok: "pd.DataFrame", row: str, sparsity: float, column: str) -> 
 
 
 def _ok(merged: "pd.DataFrame", dataset: str) -> "pd.DataFrame":
-    m = merged[(merged["dataset"] == dataset) & (merged["status"] == "ok")]
-    return m[~m["off_target"].astype(bool)] if "off_target" in m else m
+    from bench.report_data import on_target_ok
+
+    return on_target_ok(merged, dataset)
 
 
 def accuracy_tests(merged: "pd.DataFrame", dataset: str) -> "pd.DataFrame":
@@ -264,13 +265,14 @@ def claims_section(data) -> "Section":
     """The report's section: one verdict per claim and dataset, then the tests behind them."""
     import pandas as pd
 
+    from bench.report_sections import fmt_interval, fmt_number
     from bench.report_writer import Bullets, Paragraph, Table, section
 
-    teacher = teacher_seconds(data.cells, data.store)
-    acc, cost, verdicts = evaluate(data.merged, data.datasets, teacher)
     title = "The paper's claims"
     if not len(data.merged):
         return section(title, Paragraph("No cells."))
+    teacher = teacher_seconds(data.cells, data.store)
+    acc, cost, verdicts = evaluate(data.merged, data.datasets, teacher)
     blocks: list = [Paragraph(
         "Each claim is tested with paired contrasts over seeds (difference = first row − second "
         "row in accuracy points, 95 % t interval, paired t-test; Holm's correction over the "
@@ -290,17 +292,17 @@ def claims_section(data) -> "Section":
             "dataset": r["dataset"], "claim": r["claim"],
             "contrast": f"{r['better']} − {r['worse']}", "isolates": r["isolates"],
             "sparsity": f"{r['sparsity']:g}", "pairs": r["pairs"],
-            "difference": _num(r["mean_diff"], "+.2f"),
-            "95% CI": _interval(r["ci_low"], r["ci_high"], "+.2f"),
-            "p": _num(r["p"], ".3g"), "p (Holm)": _num(r["p_holm"], ".3g"),
+            "difference": fmt_number(r["mean_diff"], "+.2f"),
+            "95% CI": fmt_interval(r["ci_low"], r["ci_high"], "+.2f"),
+            "p": fmt_number(r["p"], ".3g"), "p (Holm)": fmt_number(r["p_holm"], ".3g"),
             "mark": r["mark"] or "—"} for r in acc.to_dict("records")]).set_index("dataset")))
     if len(cost):
         blocks.append(Table(pd.DataFrame([{
             "dataset": r["dataset"], "sparsity": f"{r['sparsity']:g}", "pairs": r["pairs"],
             f"{ONE_SHOT_ROW} min": f"{r['one_shot_min']:.2f}", "colt min": f"{r['colt_min']:.2f}",
-            "colt / one-shot": _num(r["ratio"], ".1f"),
-            "95% CI": _interval(r["ci_low"], r["ci_high"], ".1f"),
-            "with teacher": _num(r["ratio_with_teacher"], ".1f")}
+            "colt / one-shot": fmt_number(r["ratio"], ".1f"),
+            "95% CI": fmt_interval(r["ci_low"], r["ci_high"], ".1f"),
+            "with teacher": fmt_number(r["ratio_with_teacher"], ".1f")}
             for r in cost.to_dict("records")]).set_index("dataset")))
     if teacher is not None:
         blocks.append(Paragraph(f"The loaded teacher's own training took {teacher / 60:.1f} min "
@@ -308,11 +310,3 @@ def claims_section(data) -> "Section":
                                 "to every one-shot cell."))
     files = [("claims.csv", acc.to_csv(index=False)), ("claims_cost.csv", cost.to_csv(index=False))]
     return section(title, *blocks, files=files)
-
-
-def _num(v: float, fmt: str) -> str:
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
-
-
-def _interval(low: float, high: float, fmt: str) -> str:
-    return "—" if math.isnan(low) else f"{format(low, fmt)} to {format(high, fmt)}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from bench.report_data import ReportData
+from bench.report_data import ReportData, on_target_ok
 from bench.report_sections import safe_name
 from bench.report_writer import Image, Paragraph, Table, section
 
@@ -24,11 +24,7 @@ LAYER_SPARSITY = 0.9  # the default sparsity of the per-layer figure (the neares
 
 
 def _ok(data: ReportData, dataset: str) -> "pd.DataFrame":
-    m = data.merged
-    if m.empty:
-        return m
-    keep = (m["dataset"] == dataset) & (m["status"] == "ok") & ~m["off_target"].astype(bool)
-    return m[keep]
+    return on_target_ok(data.merged, dataset)
 
 
 def metrics_frame(data: ReportData, dataset: str) -> "pd.DataFrame":

@@ -124,7 +124,7 @@ def add_statistics(data: ReportData, against: str | None = None) -> None:
         raise UsageError(f"--against {against!r} is not a row of this grid; valid: "
                          + ", ".join(rows))
     data.reference = against or (REFERENCE if REFERENCE in rows else "")
-    ok = data.merged[(data.merged["status"] == "ok") & ~data.merged["off_target"].astype(bool)]
+    ok = on_target_ok(data.merged)
     seed_acc = ok.assign(acc=ok["test_acc"].astype(float) * 100.0)[
         ["dataset", "row", "sparsity", "seed", "acc"]]
     summary = data.summary
@@ -142,6 +142,17 @@ def add_statistics(data: ReportData, against: str | None = None) -> None:
         if len(mixed_precisions(data, dataset)) > 1:
             mine = summary["dataset"] == dataset
             summary.loc[mine, "precision_tag"] = summary.loc[mine, "precision"]
+
+
+def on_target_ok(merged: "pd.DataFrame", dataset: str | None = None) -> "pd.DataFrame":
+    """The ok cells that reached their target sparsity (of one dataset): the ones every mean,
+    interval, mark, ranking and claim counts."""
+    if merged.empty:
+        return merged
+    keep = (merged["status"] == "ok") & ~merged["off_target"].astype(bool)
+    if dataset is not None:
+        keep &= merged["dataset"] == dataset
+    return merged[keep]
 
 
 def ranked_rows(merged: "pd.DataFrame") -> list[str]:

@@ -179,18 +179,23 @@ def comparisons(data: ReportData) -> Section:
     return section(title, *blocks, files=[("comparisons.csv", csv)])
 
 
+def fmt_number(v: float | None, fmt: str) -> str:
+    """A table cell: the number, or — where there is none (no test, too few pairs)."""
+    return "—" if v is None or math.isnan(v) else format(v, fmt)
+
+
+def fmt_interval(low: float, high: float, fmt: str) -> str:
+    return "—" if math.isnan(low) else f"{format(low, fmt)} to {format(high, fmt)}"
+
+
 def _comparison_table(c: "pd.DataFrame") -> "pd.DataFrame":
     import pandas as pd
 
-    def num(v: float, fmt: str) -> str:
-        return "—" if v is None or math.isnan(v) else format(v, fmt)
-
     rows = [{"row": r["row"], "sparsity": f"{r['sparsity']:g}", "pairs": r["pairs"],
-             "difference": num(r["mean_diff"], "+.2f"),
-             "95% CI": "—" if math.isnan(r["ci_low"])
-             else f"{r['ci_low']:+.2f} to {r['ci_high']:+.2f}",
+             "difference": fmt_number(r["mean_diff"], "+.2f"),
+             "95% CI": fmt_interval(r["ci_low"], r["ci_high"], "+.2f"),
              "test": r["test"] or f"none (< {stats.MIN_PAIRS} pairs)",
-             "p": num(r["p"], ".3g"), "p (Holm)": num(r["p_holm"], ".3g"),
+             "p": fmt_number(r["p"], ".3g"), "p (Holm)": fmt_number(r["p_holm"], ".3g"),
              "mark": r["mark"] or "—"} for r in c.to_dict("records")]
     return pd.DataFrame(rows).set_index("row")
 
