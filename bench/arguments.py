@@ -26,7 +26,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                         help="override a config field for every cell, e.g. --set dense_epochs=5")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"),
                         help="training precision of every cell, as --set precision=...: auto "
-                             "(bf16 where the device has it natively, else fp32), fp32 or bf16")
+                             "(bf16 autocast on a CUDA GPU that has it, fp32 on every CPU), fp32 "
+                             "or bf16")
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
                         help="import a file or module that registers methods/models/datasets/grids")
 

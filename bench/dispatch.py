@@ -47,7 +47,7 @@ def _report_failure(cfg: RunConfig, error: str) -> None:
 
 
 def run_local(cells: Sequence[RunConfig], store: ResultStore, options: RunOptions,
-              force: bool = False, workers: int = 1) -> Outcome:
+              force: bool = False, workers: int = 1, threads: int | None = None) -> Outcome:
     """Run the pending cells in `workers` spawned subprocesses, each through `run_one_locked`.
 
     Spawned (not forked) workers start clean: they import the harness, load the same --plugin
@@ -64,7 +64,7 @@ def run_local(cells: Sequence[RunConfig], store: ResultStore, options: RunOption
     if not todo:
         return outcome
     workers = max(1, min(workers, len(todo)))
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     child_options = replace(options, progress=False)  # one bar here, not one per worker
     pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                   initializer=_init_worker,
@@ -220,6 +220,13 @@ def check_executor_args(args) -> None:
             raise UsageError(f"--workers is for --executor local (not {args.executor})")
         if args.workers < 1:
             raise UsageError(f"--workers {args.workers} is invalid; it must be >= 1")
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if args.executor == "slurm":
+            raise UsageError("--threads is for the inprocess and local executors (a Slurm job "
+                             "uses the CPUs its profile asks for: cpus_per_task)")
+        if threads < 1:
+            raise UsageError(f"--threads {threads} is invalid; it must be >= 1")
     if args.executor == "slurm" and not args.cluster:
         raise UsageError("--executor slurm needs --cluster PROFILE (a name in slurm/, e.g. local, "
                          "or a profile YAML path)")

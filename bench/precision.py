@@ -2,10 +2,15 @@
 
 Training (teacher forwards inside KD and scoring passes included) runs under autocast at the
 resolved precision; master weights, optimizer state, gradients of the parameters, importance
-accumulators and every evaluation stay fp32. `auto` picks bf16 only where the hardware computes
-it natively: a CUDA device that reports bf16 support, or a CPU whose flags list a bf16 dot-product
-instruction (x86 AVX512-BF16 or AMX-BF16, Arm BF16). Without one, oneDNN emulates bf16 on the
-CPU by converting around fp32 arithmetic, which is slower than fp32 itself, so `auto` keeps fp32.
+accumulators, state kept across steps (PS-KD's table, EMA scores, soft targets) and every
+evaluation stay fp32.
+
+`auto` is bf16 on a CUDA device that computes it natively (the field's usual choice for
+training CNNs on Ampere and later GPUs) and fp32 on every CPU. On the CPU the choice used to follow
+the host's flags (AVX512-BF16, AMX), so the same command gave different numbers on different
+machines, and on 8x8 digits bf16 was even slower (issue 30, docs/performance.md): a benchmark's
+numbers must not depend on which CPU ran it. bf16 on the CPU is what a user asks for
+(`--precision bf16`); hosts without native bf16 emulate it with the same rounding, only slower.
 """
 from __future__ import annotations
 
@@ -56,9 +61,7 @@ def resolve_precision(requested: str, device: str | torch.device) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
-    if device.type == "cpu":
-        return "bf16" if cpu_has_native_bf16() else "fp32"
-    return "fp32"
+    return "fp32"  # the CPU (whatever its flags) and any other device
 
 
 # Measured no faster in channels_last on the CPU (docs/performance.md): smallcnn 0.89x,

@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "subprocesses on this machine; slurm: submit job arrays (--cluster)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="--executor local: subprocesses running cells at once (default: 1)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads per cell (default: the cores split between the workers); "
+                        "e.g. --workers 1 --threads 1 leaves the other core of a 2-core machine "
+                        "free for a long background study")
     p.add_argument("--cluster", metavar="PROFILE",
                    help="--executor slurm: a profile in slurm/ (e.g. local) or a profile YAML path")
     p.add_argument("--wait", action="store_true",
@@ -188,10 +192,15 @@ def _main(args: argparse.Namespace) -> int:
     options = RunOptions(device=device, data_root=args.data_root, download=args.download,
                          progress=not args.no_progress, compile=args.compile,
                          save_checkpoints=not args.no_checkpoints, share=not args.no_share,
-                             tensorboard=tensorboard)
+                         tensorboard=tensorboard)
     if args.executor == "local":
-        outcome = run_local(cells, store, options, force=args.force, workers=args.workers or 1)
+        outcome = run_local(cells, store, options, force=args.force, workers=args.workers or 1,
+                            threads=args.threads)
     else:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         outcome = run_inprocess(cells, store, options, force=args.force)
     print(write_tables(grid, cells, store))
     print_profiles(args, cells, store)

@@ -88,6 +88,9 @@ def test_run_one_locked_skips_a_busy_cell_and_a_done_one(tmp_path):
     (["--executor", "local", "--workers", "0"], "--workers 0 is invalid; it must be >= 1"),
     (["--workers", "2"], "--workers is for --executor local (not inprocess)"),
     (["--executor", "local", "--workers", "two"], "argument --workers: invalid int value"),
+    (["--threads", "0"], "--threads 0 is invalid; it must be >= 1"),
+    (["--executor", "slurm", "--cluster", "local", "--threads", "1"],
+     "--threads is for the inprocess and local executors"),
 ])
 def test_bad_worker_arguments(tmp_path, capsys, args, needle):
     from bench.run import main
