@@ -1,46 +1,50 @@
-"""The paper's four claims, tested on whatever a results store holds (a report section).
+"""The paper's four claims, judged on whatever a results store holds (a report section).
 
 "Stage 1" is the paper's first stage as a whole: the dense student trained with the teacher
 (L_total) and the Taylor importance accumulated during that training. No row here separates the
 two: magnitude and random prune the CE-trained dense network, tg-oneshot the teacher-guided one.
 
-Each accuracy claim is a set of paired contrasts, `better` row against `worse` row, at the
-sparsities the claim speaks of. Every contrast is a paired comparison over the seeds both rows have
-an on-target ok result for (bench.stats.paired: mean difference, 95 % t interval, paired t-test),
-and Holm's correction runs over all the tests of one claim on one dataset. A claim's verdict:
+A claim is judged in three steps, each written once here:
 
-- supported: every test is significantly in the claimed direction;
-- partly supported: some are, none is significantly against it;
-- contradicted: some test is significantly against it and none for it (mixed: both happen);
-- not shown: no test is significant (with 3 seeds only large, consistent differences are);
-- not testable: the rows or seeds it needs are not in the store.
+1. **Gates** (bench/gates.py, bench/ledger.py): the conditions under which the claim can be judged
+   at all — the teacher's margin, stage 1 working, converged phases, matched budgets, the claim's
+   full row set. Any failed gate makes the claim "not testable here", naming the gates; its tests
+   are still shown, as observations.
+2. **A fixed family of tests**: every contrast the claim defines (`better` row against `worse`
+   row) at every sparsity the grid asked the paper's row for (from `min_sparsity` on). Each test
+   is a paired comparison over the seeds both rows have an on-target ok result for
+   (bench.stats.paired). Holm's correction runs over the whole family: a test that could not be
+   run counts in it with p = 1, so a missing row can never make the others look stronger.
+3. **A symmetric verdict** over the family's marks: supported when at least one test is
+   significantly for the claim and none against; contradicted in mirror; mixed when both happen;
+   not shown when none is significant.
 
-The cost claim compares wall-clock, not accuracy: COLT's seconds over the one-shot method's, per
-seed pair, summarised by the geometric mean and the 95 % t interval of the log ratio; supported
-when the interval's lower end is at least 10 at every sparsity tested, contradicted when its upper
-end is below 10. A one-shot cell's seconds include its shared phases (teacher, teacher-guided
-student) at the time they took when computed; a teacher loaded from a checkpoint costs nothing in
-the cell, so the teacher's own training, when its record is in the same store (the checkpoint
-file is named by its cell id), is also added in full to every one-shot cell as a second, harsher
-ratio.
+The cost claim is judged the same way, with its own test: COLT's training seconds over the
+one-shot row's, per seed pair (evaluation excluded: COLT tests every round), the 95 % t interval
+of the log ratio; for the claim when the interval lies above ORDER_OF_MAGNITUDE (√10: a ratio
+nearer 10× than 1× on a log scale, which the paper's own 276 / 27.82 = 9.9× passes), against when
+it lies below. Beside it, the ratio of epoch-equivalents from the budgets (exact, scale-free),
+without and with a teacher charged at the paper grid's teacher / dense proportion.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Callable, Sequence
 
-from bench import stats
+import pandas as pd
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from bench.report_writer import Section
+from bench import gates, ledger, stats
+from bench.gates import BUDGETS, CONVERGED, ROWS, STAGE1, TEACHER, GateResult
+from bench.report_data import on_target_ok
+from bench.thresholds import Thresholds
 
 HIGH = 0.9  # "high sparsity": the paper's high columns on CIFAR are 90 % and above
-TENFOLD = 10.0  # "an order of magnitude"
-EPSD_ROWS = ("cskd-simple", "cskd-epsd", "pskd-simple", "pskd-epsd", "dlb-simple", "dlb-epsd")
+ORDER_OF_MAGNITUDE = math.sqrt(10.0)
+EPSD_ROWS = ledger.EPSD_METHODS
+SUPPORTED, CONTRADICTED, MIXED, NOT_SHOWN = "supported", "contradicted", "mixed", "not shown"
+NOT_TESTABLE = "not testable here"
+FOR, AGAINST = stats.BETTER, stats.WORSE
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,11 @@ class Claim:
     text: str
     contrasts: tuple[Contrast, ...]
     min_sparsity: float = 0.0
+    gates: tuple[str, ...] = (TEACHER, STAGE1, CONVERGED, BUDGETS, ROWS)
+
+    @property
+    def rows(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(r for c in self.contrasts for r in (c.better, c.worse)))
 
 
 CLAIMS = (
@@ -66,16 +75,21 @@ CLAIMS = (
         Contrast("tg-oneshot-ft", "random[match=tg-oneshot]",
                  "stage 1 vs random, same per-layer counts, both CE"),
     ), HIGH),
+    # the same mask retrained two ways: stage 1 does not enter the contrast
     Claim("kd", "KD retraining beats CE fine-tuning", (
         Contrast("tg-oneshot-kd", "tg-oneshot-ft", "retraining (teacher-guided mask)"),
         Contrast("magnitude-kd", "magnitude", "retraining (magnitude mask)"),
-    )),
+    ), gates=(TEACHER, CONVERGED, BUDGETS, ROWS)),
     Claim("epsd", "it beats the EPSD family at high sparsity", tuple(
         Contrast("tg-oneshot-kd", row, "method against an EPSD-family baseline")
         for row in EPSD_ROWS), HIGH),
 )
-COST_CLAIM = "it is an order of magnitude cheaper than COLT"
 ONE_SHOT_ROW, COLT_ROW = "tg-oneshot-kd", "colt"
+COST = Claim("cost", "it is an order of magnitude cheaper than COLT", (
+    Contrast(ONE_SHOT_ROW, COLT_ROW, "training time: one-shot against iterative"),),
+    gates=(BUDGETS, ROWS))
+ALL_CLAIMS = CLAIMS + (COST,)
+EVAL_PHASES = ("evaluate", "rounds-eval")
 
 
 @dataclass(frozen=True)
@@ -84,229 +98,231 @@ class Verdict:
     claim: str
     verdict: str
     detail: str
+    failed_gates: tuple[str, ...] = ()
 
 
-def _seed_values(ok: "pd.DataFrame", row: str, sparsity: float, column: str) -> dict:
+def verdict_from(up: int, down: int) -> str:
+    """The one rule, the same in both directions."""
+    if up and down:
+        return MIXED
+    if up:
+        return SUPPORTED
+    if down:
+        return CONTRADICTED
+    return NOT_SHOWN
+
+
+def family_levels(merged: pd.DataFrame, dataset: str, claim: Claim) -> list[float]:
+    """The sparsities the claim is tested at: those the grid asked the claim's first row for
+    (whatever became of the cells), from its minimum sparsity on."""
+    first = claim.contrasts[0].better
+    asked = merged[(merged["dataset"] == dataset) & (merged["row"] == first)]
+    return sorted(s for s in set(asked["sparsity"]) if s >= claim.min_sparsity and s > 0)
+
+
+def _seed_values(ok: pd.DataFrame, row: str, sparsity: float, column: str) -> dict:
     mine = ok[(ok["row"] == row) & (ok["sparsity"] == sparsity)]
-    return dict(zip(mine["seed"], mine[column].astype(float)))
+    return dict(zip(mine["seed"], pd.to_numeric(mine[column], errors="coerce")))
 
 
-def _ok(merged: "pd.DataFrame", dataset: str) -> "pd.DataFrame":
-    from bench.report_data import on_target_ok
+def _family(merged: pd.DataFrame, dataset: str, claim: Claim,
+            test: Callable[[pd.DataFrame, Contrast, float], dict]) -> pd.DataFrame:
+    ok = on_target_ok(merged, dataset)
+    rows = [{"dataset": dataset, "claim": claim.key, "better": c.better, "worse": c.worse,
+             "isolates": c.isolates, "sparsity": s, **test(ok, c, s)}
+            for c in claim.contrasts for s in family_levels(merged, dataset, claim)]
+    return pd.DataFrame(rows)
 
-    return on_target_ok(merged, dataset)
+
+ACC_COLUMNS = ["dataset", "claim", "better", "worse", "isolates", "sparsity", "pairs",
+               "mean_diff", "ci_low", "ci_high", "p", "p_holm", "mark"]
 
 
-def accuracy_tests(merged: "pd.DataFrame", dataset: str) -> "pd.DataFrame":
-    """One row per (claim, contrast, sparsity) both rows have ok cells at: paired difference
-    better − worse in accuracy points, its interval, p and Holm's p within the claim."""
-    import pandas as pd
+def accuracy_tests(merged: pd.DataFrame, dataset: str, claim: Claim) -> pd.DataFrame:
+    """The claim's family on one dataset: paired difference better − worse in accuracy points,
+    its interval, p, Holm's p over the whole family (tests that could not run count as p = 1)
+    and the mark."""
+    def test(ok: pd.DataFrame, c: Contrast, s: float) -> dict:
+        acc = ok.assign(acc=pd.to_numeric(ok["test_acc"], errors="coerce") * 100.0)
+        pr = stats.paired(_seed_values(acc, c.better, s, "acc"),
+                          _seed_values(acc, c.worse, s, "acc"))
+        return {"pairs": pr.pairs, "mean_diff": pr.mean_diff, "ci_low": pr.ci_low,
+                "ci_high": pr.ci_high, "p": pr.p}
 
-    ok = _ok(merged, dataset)
-    ok = ok.assign(acc=ok["test_acc"].astype(float) * 100.0)
+    frame = _family(merged, dataset, claim, test)
+    if frame.empty:
+        return pd.DataFrame(columns=ACC_COLUMNS)
+    padded = [1.0 if math.isnan(p) else p for p in frame["p"]]  # the family keeps its size
+    frame["p_holm"] = [h if not math.isnan(p) else math.nan
+                       for h, p in zip(stats.holm(padded), frame["p"])]
+    frame["mark"] = [stats.mark(p, d) for p, d in zip(frame["p_holm"], frame["mean_diff"])]
+    return frame[ACC_COLUMNS]
+
+
+COST_COLUMNS = ["dataset", "claim", "better", "worse", "isolates", "sparsity", "pairs",
+                "one_shot_min", "colt_min", "colt_eval_share", "ratio", "ci_low", "ci_high",
+                "epochs_ratio", "epochs_ratio_with_teacher", "mark"]
+
+
+def training_seconds(merged: pd.DataFrame, phases: pd.DataFrame | None) -> pd.Series:
+    """Each cell's seconds without its evaluation phases (COLT evaluates after every round)."""
+    seconds = pd.to_numeric(merged["seconds"], errors="coerce")
+    if phases is None or phases.empty:
+        return seconds
+    evals = phases[phases["phase"].isin(EVAL_PHASES)].groupby("id")["seconds"].sum()
+    return seconds - merged["id"].map(evals).fillna(0.0).to_numpy()
+
+
+def cost_tests(merged: pd.DataFrame, dataset: str, phases: pd.DataFrame | None = None,
+               book: pd.DataFrame | None = None) -> pd.DataFrame:
+    """COLT's training seconds over the one-shot row's at each sparsity of the family: the
+    geometric mean over seed pairs, its 95 % interval and the mark against ORDER_OF_MAGNITUDE;
+    beside it the epoch-equivalent ratio from the budgets."""
+    frame = merged.assign(train_s=training_seconds(merged, phases),
+                          eval_s=pd.to_numeric(merged["seconds"], errors="coerce")
+                          - training_seconds(merged, phases))
+    book = ledger.ledger(merged, dataset, phases) if book is None else book
+
+    def test(ok: pd.DataFrame, c: Contrast, s: float) -> dict:
+        one = _seed_values(ok.assign(train_s=frame.loc[ok.index, "train_s"]), c.better, s,
+                           "train_s")
+        colt = _seed_values(ok.assign(train_s=frame.loc[ok.index, "train_s"]), c.worse, s,
+                            "train_s")
+        evals = _seed_values(ok.assign(eval_s=frame.loc[ok.index, "eval_s"]), c.worse, s,
+                             "eval_s")
+        seeds = sorted(k for k in set(one) & set(colt) if one[k] > 0 and colt[k] > 0)
+        logs = [math.log(colt[k] / one[k]) for k in seeds]
+        lo, hi = stats.t_interval(logs)
+        mark = ""
+        if len(seeds) >= stats.MIN_PAIRS:
+            mark = FOR if math.exp(lo) >= ORDER_OF_MAGNITUDE else \
+                AGAINST if math.exp(hi) < ORDER_OF_MAGNITUDE else stats.SAME
+        colt_total = sum(colt[k] + evals.get(k, 0.0) for k in seeds)
+        return {"pairs": len(seeds),
+                "one_shot_min": sum(one[k] for k in seeds) / max(1, len(seeds)) / 60,
+                "colt_min": sum(colt[k] for k in seeds) / max(1, len(seeds)) / 60,
+                "colt_eval_share": sum(evals.get(k, 0.0) for k in seeds) / colt_total
+                if colt_total else math.nan,
+                "ratio": math.exp(sum(logs) / len(logs)) if logs else math.nan,
+                "ci_low": math.exp(lo) if not math.isnan(lo) else math.nan,
+                "ci_high": math.exp(hi) if not math.isnan(hi) else math.nan,
+                **_epoch_ratios(ok, book, c, s), "mark": mark}
+
+    frame_out = _family(merged, dataset, COST, test)
+    return frame_out[COST_COLUMNS] if len(frame_out) else pd.DataFrame(columns=COST_COLUMNS)
+
+
+def _epoch_ratios(ok: pd.DataFrame, book: pd.DataFrame, c: Contrast, s: float) -> dict:
+    def entry(row: str):
+        hit = book[(book["row"] == row) & (book["sparsity"] == s)]
+        return hit.iloc[0] if len(hit) else None
+
+    one, colt = entry(c.better), entry(c.worse)
+    cells = ok[ok["row"] == c.better]
+    if one is None or colt is None or cells.empty or "model" not in cells:
+        return {"epochs_ratio": math.nan, "epochs_ratio_with_teacher": math.nan}
+    model, teacher, dataset = (str(cells[k].iloc[0]) for k in ("model", "teacher", "dataset"))
+    colt_ee = ledger.epoch_equivalents(colt, model, teacher, dataset, kd=False)
+    return {name: colt_ee / ledger.epoch_equivalents(one, model, teacher, dataset, kd=True,
+                                                       with_teacher=charged)
+            for name, charged in (("epochs_ratio", False), ("epochs_ratio_with_teacher", True))}
+
+
+def gate_results(claim: Claim, merged: pd.DataFrame, dataset: str, tests: pd.DataFrame,
+                 th: Thresholds, curves: pd.DataFrame | None, book: pd.DataFrame
+                 ) -> list[GateResult]:
+    """The claim's gates on one dataset, in the declared order."""
+    ok = on_target_ok(merged, dataset)
     out = []
-    for claim in CLAIMS:
-        mine = []
-        for c in claim.contrasts:
-            levels = sorted(set(ok.loc[ok["row"] == c.better, "sparsity"])
-                            & set(ok.loc[ok["row"] == c.worse, "sparsity"]))
-            for s in (s for s in levels if s >= claim.min_sparsity):
-                pr = stats.paired(_seed_values(ok, c.better, s, "acc"),
-                                  _seed_values(ok, c.worse, s, "acc"))
-                mine.append({"dataset": dataset, "claim": claim.key, "better": c.better,
-                             "worse": c.worse, "isolates": c.isolates, "sparsity": s,
-                             "pairs": pr.pairs, "mean_diff": pr.mean_diff, "ci_low": pr.ci_low,
-                             "ci_high": pr.ci_high, "p": pr.p})
-        for row, p in zip(mine, stats.holm([r["p"] for r in mine])):
-            row["p_holm"] = p
-            row["mark"] = stats.mark(p, row["mean_diff"])
-        out += mine
-    cols = ["dataset", "claim", "better", "worse", "isolates", "sparsity", "pairs", "mean_diff",
-            "ci_low", "ci_high", "p", "p_holm", "mark"]
-    return pd.DataFrame(out, columns=cols)
+    for gate in claim.gates:
+        if gate == TEACHER:
+            out.append(gates.teacher_margin(ok, th))
+        elif gate == STAGE1:
+            out.append(gates.stage1(ok, th))
+        elif gate == CONVERGED:
+            mine = curves[curves["dataset"] == dataset] if curves is not None and len(curves) \
+                else curves
+            out.append(gates.converged(mine, claim.rows, th,
+                                       family_levels(merged, dataset, claim)))
+        elif gate == BUDGETS:
+            out.append(ledger.budget_gate(book, claim.rows, th))
+        elif gate == ROWS:
+            out.append(rows_gate(claim, tests, merged, dataset))
+    return out
 
 
-def accuracy_verdict(tests: "pd.DataFrame", claim: Claim, dataset: str) -> Verdict:
-    mine = tests[(tests["claim"] == claim.key) & (tests["mark"] != "")]
-    if mine.empty:
-        rows = ", ".join(dict.fromkeys(r for c in claim.contrasts for r in (c.better, c.worse)))
-        where = f" at sparsity ≥ {claim.min_sparsity:g}" if claim.min_sparsity else ""
-        return Verdict(dataset, claim.text, "not testable",
-                       f"needs ≥ {stats.MIN_PAIRS} seed pairs of a contrast among {rows}{where}")
-    up = int((mine["mark"] == stats.BETTER).sum())
-    down = int((mine["mark"] == stats.WORSE).sum())
-    n = len(mine)
-    if up == n:
-        verdict = "supported"
-    elif up and down:
-        verdict = "mixed"
-    elif down:
-        verdict = "contradicted"
-    elif up:
-        verdict = "partly supported"
-    else:
-        verdict = "not shown"
-    return Verdict(dataset, claim.text, verdict,
-                   f"{up} of {n} tests significantly for, {down} against (Holm, α = "
-                   f"{stats.ALPHA:g}); mean differences "
-                   f"{mine['mean_diff'].min():+.2f} to {mine['mean_diff'].max():+.2f} points")
+def rows_gate(claim: Claim, tests: pd.DataFrame, merged: pd.DataFrame, dataset: str
+              ) -> GateResult:
+    need = f"every test of the family with ≥ {stats.MIN_PAIRS} seed pairs"
+    if tests.empty:
+        return GateResult(ROWS, False, "no test", need,
+                          f"the grid has no {claim.contrasts[0].better} cells"
+                          + (f" at sparsity ≥ {claim.min_sparsity:g}" if claim.min_sparsity
+                             else ""))
+    short = tests[tests["pairs"] < stats.MIN_PAIRS]
+    ok_rows = set(on_target_ok(merged, dataset)["row"])
+    absent = [r for r in claim.rows if r not in ok_rows]
+    value = f"{len(tests) - len(short)} of {len(tests)} tests"
+    if short.empty:
+        return GateResult(ROWS, True, value, need, "complete")
+    detail = (f"no on-target results of {', '.join(absent)}" if absent else
+              "too few seed pairs: " + "; ".join(
+                  f"{r.better} − {r.worse} at {r.sparsity:g} ({r.pairs})"
+                  for r in short.head(4).itertuples()))
+    return GateResult(ROWS, False, value, need, detail)
 
 
-def teacher_seconds(cells: Sequence, store) -> float | None:
-    """Training seconds of the loaded teacher when its own record is in `store` (the checkpoint
-    is named by its cell id); None when no cell loads one or its record is elsewhere."""
-    paths = {c.teacher_checkpoint for c in cells if getattr(c, "teacher_checkpoint", "")}
-    if len(paths) != 1 or store is None:
-        return None
-    records, _ = store.load_all([Path(next(iter(paths))).stem])
-    ok = [r for r in records if r.get("status") == "ok"]
-    return float((ok[0].get("cost") or {}).get("seconds_total") or 0.0) if ok else None
+def judge(claim: Claim, tests: pd.DataFrame, results: Sequence[GateResult], dataset: str
+          ) -> Verdict:
+    failed = tuple(g.gate for g in results if not g.passed)
+    marked = tests[tests["mark"] != ""] if len(tests) else tests
+    up = int((marked["mark"] == FOR).sum()) if len(marked) else 0
+    down = int((marked["mark"] == AGAINST).sum()) if len(marked) else 0
+    observed = f"{up} of {len(tests)} tests significantly for, {down} against"
+    if len(marked) and "ratio" in marked:
+        observed += "; COLT / one-shot training time " + ", ".join(
+            f"{r:.1f}× at {s:g}" for r, s in zip(marked["ratio"], marked["sparsity"]))
+    elif len(marked):
+        observed += (f"; differences {marked['mean_diff'].min():+.2f} to "
+                     f"{marked['mean_diff'].max():+.2f} points")
+    if failed:
+        return Verdict(dataset, claim.text, NOT_TESTABLE,
+                       f"failed gate{'s' if len(failed) > 1 else ''}: {', '.join(failed)}; "
+                       f"observed (not a verdict): {observed}", failed)
+    return Verdict(dataset, claim.text, verdict_from(up, down), observed)
 
 
-def cost_tests(merged: "pd.DataFrame", dataset: str, teacher: float | None = None
-               ) -> "pd.DataFrame":
-    """COLT's seconds over the one-shot row's, per sparsity both have ok cells at: geometric mean
-    over seed pairs and its 95 % interval; with `teacher`, also with the teacher's training added
-    to every one-shot cell."""
-    import pandas as pd
-
-    ok = _ok(merged, dataset)
-    levels = sorted(set(ok.loc[ok["row"] == ONE_SHOT_ROW, "sparsity"])
-                    & set(ok.loc[ok["row"] == COLT_ROW, "sparsity"]))
-    out = []
-    for s in levels:
-        one = _seed_values(ok, ONE_SHOT_ROW, s, "seconds")
-        colt = _seed_values(ok, COLT_ROW, s, "seconds")
-        seeds = sorted(set(one) & set(colt))
-        row = {"dataset": dataset, "sparsity": s, "pairs": len(seeds),
-               "one_shot_min": sum(one[k] for k in seeds) / max(1, len(seeds)) / 60,
-               "colt_min": sum(colt[k] for k in seeds) / max(1, len(seeds)) / 60}
-        for name, extra in (("", 0.0), ("_with_teacher", teacher)):
-            if extra is None:
-                row.update({f"ratio{name}": math.nan, f"ci_low{name}": math.nan,
-                            f"ci_high{name}": math.nan})
-                continue
-            logs = [math.log(colt[k] / (one[k] + extra)) for k in seeds if one[k] + extra > 0]
-            lo, hi = stats.t_interval(logs)
-            row.update({f"ratio{name}": math.exp(sum(logs) / len(logs)) if logs else math.nan,
-                        f"ci_low{name}": math.exp(lo) if not math.isnan(lo) else math.nan,
-                        f"ci_high{name}": math.exp(hi) if not math.isnan(hi) else math.nan})
-        out.append(row)
-    cols = ["dataset", "sparsity", "pairs", "one_shot_min", "colt_min", "ratio", "ci_low",
-            "ci_high", "ratio_with_teacher", "ci_low_with_teacher", "ci_high_with_teacher"]
-    return pd.DataFrame(out, columns=cols)
+@dataclass(frozen=True)
+class Evaluation:
+    tests: pd.DataFrame  # accuracy claims: one row per (claim, contrast, sparsity)
+    cost: pd.DataFrame  # the cost claim's tests
+    gates: pd.DataFrame  # one row per (dataset, claim, gate)
+    ledger: pd.DataFrame  # one row per (dataset, row, sparsity)
+    verdicts: list
 
 
-def cost_verdict(tests: "pd.DataFrame", dataset: str) -> Verdict:
-    tested = tests[tests["pairs"] >= stats.MIN_PAIRS]
-    if tested.empty:
-        return Verdict(dataset, COST_CLAIM, "not testable",
-                       f"needs ≥ {stats.MIN_PAIRS} seed pairs of {ONE_SHOT_ROW} and {COLT_ROW} "
-                       "at one sparsity")
-    lows, highs = tested["ci_low"], tested["ci_high"]
-    if (lows >= TENFOLD).all():
-        verdict = "supported"
-    elif (highs < TENFOLD).all():
-        verdict = "contradicted"
-    else:
-        verdict = "not shown"
-    ratios = ", ".join(f"{r:.1f}× at {s:g}" for r, s in zip(tested["ratio"], tested["sparsity"]))
-    detail = f"COLT / {ONE_SHOT_ROW} wall-clock {ratios} (threshold {TENFOLD:g}×, 95 % interval)"
-    with_teacher = tested["ratio_with_teacher"].dropna()
-    if len(with_teacher):
-        detail += "; with the teacher's training added to every one-shot cell " + ", ".join(
-            f"{r:.1f}×" for r in with_teacher)
-    return Verdict(dataset, COST_CLAIM, verdict, detail)
+def evaluate(merged: pd.DataFrame, datasets: Sequence[str], th: Thresholds | None = None,
+             curves: pd.DataFrame | None = None, phases: pd.DataFrame | None = None
+             ) -> Evaluation:
+    th = th or Thresholds()
+    acc, cost, gate_rows, books, verdicts = [], [], [], [], []
+    for d in datasets:
+        book = ledger.ledger(merged, d, phases)
+        books.append(book)
+        for claim in ALL_CLAIMS:
+            tests = (cost_tests(merged, d, phases, book) if claim is COST else
+                     accuracy_tests(merged, d, claim))
+            (cost if claim is COST else acc).append(tests)
+            results = gate_results(claim, merged, d, tests, th, curves, book)
+            gate_rows += [{"dataset": d, "claim": claim.key, **vars(g)} for g in results]
+            verdicts.append(judge(claim, tests, results, d))
 
+    def concat(parts: list, columns: list) -> pd.DataFrame:
+        parts = [p for p in parts if len(p)]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
 
-def teacher_margin(merged: "pd.DataFrame", dataset: str) -> str:
-    """The premise of every teacher-guided claim, from the records: the teacher's test accuracy
-    (as the one-shot cells measured it) against the dense CE student's (the `dense` row, else
-    the dense network magnitude pruned); "" when the store has neither."""
-    import pandas as pd
-
-    ok = merged[(merged["dataset"] == dataset) & (merged["status"] == "ok")]
-    if "teacher_test_acc" not in ok:
-        return ""
-    teacher = pd.to_numeric(ok.loc[ok["method"] == "tg-oneshot", "teacher_test_acc"],
-                            errors="coerce").dropna()
-    dense = ok[(ok["row"] == "dense") & (ok["sparsity"] == 0)]
-    dense = (dense.set_index("seed")["test_acc"] if len(dense) else
-             ok[ok["method"] == "magnitude"].groupby("seed")["dense_test_acc"].first())
-    dense = pd.to_numeric(dense, errors="coerce").dropna()
-    if teacher.empty or dense.empty:
-        return ""
-    t, d = 100 * float(teacher.mean()), 100 * float(dense.mean())
-    spread = f" ± {100 * float(dense.std()):.2f}" if len(dense) > 1 else ""
-    text = (f"{dataset}: teacher {t:.2f} % test accuracy, dense CE student {d:.2f}{spread} % "
-            f"(n = {len(dense)}): margin {t - d:+.2f} points")
-    if t <= d:
-        text += (" — the teacher is not stronger than the student, so the teacher-guided claims "
-                 "are not tested as the paper means them")
-    return text
-
-
-def evaluate(merged: "pd.DataFrame", datasets: Sequence[str], teacher: float | None = None
-             ) -> tuple["pd.DataFrame", "pd.DataFrame", list[Verdict]]:
-    """(accuracy tests, cost tests, one verdict per claim and dataset)."""
-    import pandas as pd
-
-    acc = [accuracy_tests(merged, d) for d in datasets]
-    cost = [cost_tests(merged, d, teacher) for d in datasets]
-    acc_frame = pd.concat(acc, ignore_index=True) if acc else accuracy_tests(merged.iloc[:0], "")
-    cost_frame = pd.concat(cost, ignore_index=True) if cost else cost_tests(merged.iloc[:0], "")
-    verdicts = []
-    for d, a, c in zip(datasets, acc, cost):
-        verdicts += [accuracy_verdict(a, claim, d) for claim in CLAIMS] + [cost_verdict(c, d)]
-    return acc_frame, cost_frame, verdicts
-
-
-def claims_section(data) -> "Section":
-    """The report's section: one verdict per claim and dataset, then the tests behind them."""
-    import pandas as pd
-
-    from bench.report_sections import fmt_interval, fmt_number
-    from bench.report_writer import Bullets, Paragraph, Table, section
-
-    title = "The paper's claims"
-    if not len(data.merged):
-        return section(title, Paragraph("No cells."))
-    teacher = teacher_seconds(data.cells, data.store)
-    acc, cost, verdicts = evaluate(data.merged, data.datasets, teacher)
-    blocks: list = [Paragraph(
-        "Each claim is tested with paired contrasts over seeds (difference = first row − second "
-        "row in accuracy points, 95 % t interval, paired t-test; Holm's correction over the "
-        "tests of one claim on one dataset); the cost claim with COLT's wall-clock over "
-        f"{ONE_SHOT_ROW}'s per seed pair (geometric mean, 95 % interval of the log ratio). "
-        "Verdicts: supported (every test significant for the claim), partly supported, not "
-        "shown (nothing significant), contradicted, mixed, not testable (rows or seeds "
-        "missing). Rules: bench/claims.py."),
-        Bullets(tuple(f"{v.dataset}: {v.claim}: {v.verdict.upper()} ({v.detail})"
-                      for v in verdicts))]
-    margins = [m for m in (teacher_margin(data.merged, d) for d in data.datasets) if m]
-    if margins:
-        blocks.insert(1, Paragraph("The premise, from the records: " + "; ".join(margins) + "."))
-
-    if len(acc):
-        blocks.append(Table(pd.DataFrame([{
-            "dataset": r["dataset"], "claim": r["claim"],
-            "contrast": f"{r['better']} − {r['worse']}", "isolates": r["isolates"],
-            "sparsity": f"{r['sparsity']:g}", "pairs": r["pairs"],
-            "difference": fmt_number(r["mean_diff"], "+.2f"),
-            "95% CI": fmt_interval(r["ci_low"], r["ci_high"], "+.2f"),
-            "p": fmt_number(r["p"], ".3g"), "p (Holm)": fmt_number(r["p_holm"], ".3g"),
-            "mark": r["mark"] or "—"} for r in acc.to_dict("records")]).set_index("dataset")))
-    if len(cost):
-        blocks.append(Table(pd.DataFrame([{
-            "dataset": r["dataset"], "sparsity": f"{r['sparsity']:g}", "pairs": r["pairs"],
-            f"{ONE_SHOT_ROW} min": f"{r['one_shot_min']:.2f}", "colt min": f"{r['colt_min']:.2f}",
-            "colt / one-shot": fmt_number(r["ratio"], ".1f"),
-            "95% CI": fmt_interval(r["ci_low"], r["ci_high"], ".1f"),
-            "with teacher": fmt_number(r["ratio_with_teacher"], ".1f")}
-            for r in cost.to_dict("records")]).set_index("dataset")))
-    if teacher is not None:
-        blocks.append(Paragraph(f"The loaded teacher's own training took {teacher / 60:.1f} min "
-                                "(its record is in this store); 'with teacher' adds all of it "
-                                "to every one-shot cell."))
-    files = [("claims.csv", acc.to_csv(index=False)), ("claims_cost.csv", cost.to_csv(index=False))]
-    return section(title, *blocks, files=files)
+    return Evaluation(concat(acc, ACC_COLUMNS), concat(cost, COST_COLUMNS),
+                      pd.DataFrame(gate_rows, columns=["dataset", "claim", "gate", "passed",
+                                                       "value", "threshold", "detail"]),
+                      concat(books, list(ledger.ledger(merged.iloc[:0], "").columns)),
+                      verdicts)

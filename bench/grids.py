@@ -9,13 +9,14 @@ from bench.catalog import GRIDS, METHODS
 from bench.config import CONFIG_FIELDS, RunConfig
 from bench.method import parse_method_spec
 from bench.registry import UsageError
+from bench.thresholds import thresholds_from
 
 # The GPU-hour estimate lived here; its names stay importable from this module.
 from bench.estimate import (REFERENCE_IMAGES_PER_SECOND, RELATIVE_MACS_32,  # noqa: F401
                             RESNET18_MACS_32, cell_phases, count_macs, estimate_gpu_hours)
 
 GRID_KEYS = ("name", "description", "methods", "datasets", "sparsities", "seeds", "temperatures",
-             "base", "per_dataset", "extra_points")
+             "base", "per_dataset", "extra_points", "gates")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,12 @@ class Grid:
     # (method spec, sparsity) pairs added to every dataset and seed, e.g. the COLT point 0.977
     extra_points: tuple[tuple[str, float], ...] = ()
     description: str = ""
+    # thresholds of the claims' validity gates, declared with the grid before it runs
+    # (bench/thresholds.py; unset names keep their defaults)
+    gates: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        thresholds_from(self.gates, f"grid {self.name}: gates")
 
     def cells(self) -> list[RunConfig]:
         cells: list[RunConfig] = []
@@ -103,20 +110,22 @@ def grid_from_mapping(data: Mapping[str, Any], source: str) -> Grid:
             out.append(v)
         return tuple(out)
 
-    for key in ("base", "per_dataset"):
+    for key in ("base", "per_dataset", "gates"):
         if key in data and not isinstance(data[key], Mapping):
             raise UsageError(f"{source}: key {key!r} must be a mapping")
     extra = data.get("extra_points", [])
     if not isinstance(extra, list) or not all(isinstance(p, (list, tuple)) and len(p) == 2
                                               for p in extra):
         raise UsageError(f"{source}: key 'extra_points' must be a list of [method, sparsity] pairs")
+    thresholds_from(data.get("gates"), f"{source}: gates")
     grid = Grid(name=str(data.get("name", source)), methods=seq("methods", str),
                 datasets=seq("datasets", str), sparsities=seq("sparsities", float),
                 seeds=seq("seeds", int, (0,)), temperatures=seq("temperatures", float, (None,)),
                 base=dict(data.get("base", {})),
                 per_dataset={k: dict(v) for k, v in dict(data.get("per_dataset", {})).items()},
                 extra_points=tuple((str(m), float(s)) for m, s in extra),
-                description=str(data.get("description", "")))
+                description=str(data.get("description", "")),
+                gates=dict(data.get("gates", {})))
     try:
         grid.cells()  # validates every field with the same errors as the command line
     except UsageError as exc:
@@ -357,7 +366,7 @@ register_grid(MethodAwareGrid(
 #   a KD step with the resnet32 teacher 1.45x a CE step): about 2.1 h a seed, 6.3 h in all;
 #   the teacher about 70 min at two threads.
 # The validity gates the claims section applies to this study, declared before it ran
-# (2026-12-02), with the reasons in bench/claims.py:
+# (2026-12-02), with the reasons in bench/thresholds.py:
 #   teacher margin          teacher test acc - dense CE student test acc >= 4.0 points
 #   stage 1 works           teacher-guided dense student - dense CE student, mean over seeds,
 #                           >= -1.0 point
@@ -390,4 +399,6 @@ register_grid(Grid(
     base={"model": "resnet20", "teacher": "resnet32", "train_fraction": CONVERGED_FRACTION,
           "dense_epochs": CONVERGED_DENSE, "sparse_epochs": CONVERGED_RETRAIN,
           "batch_size": 128, "lr": 0.1},
+    gates={"teacher_margin": 4.0, "stage1_tolerance": 1.0, "plateau_gain": 1.0,
+           "plateau_window": 3, "budget_tolerance": 0.10},
 ))

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def report_sections(data: ReportData, layer_sparsity: float | None = None) -> list[Section]:
     """The report, in reading order."""
     from bench import report_controls
-    from bench.claims import claims_section
+    from bench.claims_report import claims_section
 
     out = [sections.header(data, data.store_root)]
     for dataset in data.datasets:

@@ -16,6 +16,9 @@ from bench.console import first_line
 from bench.profile import phase_group
 from bench.registry import UsageError
 
+BUDGET_FIELDS = ("model", "teacher", "dense_epochs", "sparse_epochs", "round_epochs",
+                 "train_fraction", "batch_size")
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -84,6 +87,9 @@ def load_report_data(grid, cells, store, reported_path: str | Path | None = None
     if len(frame):  # top-level, resolved; records from before mixed precision ran at fp32
         frame["precision"] = [r.get("precision") or "fp32" for r in records]
     merged = merge_status(expected_frame(cells), frame, {p.path.stem for p in problems})
+    by_id = {c.id: c for c in cells}
+    for name in BUDGET_FIELDS:  # what the claims' epoch ledger reads; records.csv keeps them
+        merged[name] = [getattr(by_id[i], name) for i in merged["id"]]
     rows = dict(zip(merged["id"], merged["row"])) if len(merged) else {}
     phase_rows, curve_rows = [], []
     for r in records:

@@ -22,10 +22,6 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "grid"
 
 
-BUDGET_FIELDS = ("model", "teacher", "dense_epochs", "sparse_epochs", "round_epochs",
-                 "train_fraction", "batch_size")
-
-
 def header(data: ReportData, store_root) -> Section:
     made = [Paragraph(f"Made with `{data.command}` (run from this report's folder).")] \
         if data.command else []
@@ -53,13 +49,9 @@ def header(data: ReportData, store_root) -> Section:
 
 
 def _records_csv(data: ReportData) -> str:
-    """The records summary beside the report: the merged frame plus each cell's budgets (no
+    """The records summary beside the report: the merged frame, each cell's budgets included (no
     paths, so the file is as safe to share as the report)."""
-    by_id = {c.id: c for c in data.cells}
-    frame = data.merged.copy()
-    for name in BUDGET_FIELDS:
-        frame[name] = [getattr(by_id[i], name) if i in by_id else None for i in frame["id"]]
-    return frame.to_csv(index=False)
+    return data.merged.to_csv(index=False)
 
 
 def _reference_text(data: ReportData) -> str:

@@ -27,6 +27,11 @@ import pandas as pd
 LEVEL = 0.95
 ALPHA = 0.05
 MIN_PAIRS = 3  # below this no test is run and no mark shown
+# Friedman's test and Nemenyi's post-hoc need enough independent settings: Demšar (2006, section
+# 3.2.2) finds the chi-square approximation adequate from about N > 10 data sets; (dataset,
+# sparsity) settings that share seeds and dense networks are not even independent, so below this
+# count a report shows the average ranks without a test or a critical-difference diagram.
+MIN_RANK_SETTINGS = 10
 WILCOXON_FROM = 10  # paired t-test below, Wilcoxon signed-rank from here on
 BETTER, WORSE, SAME, REFERENCE = "↑", "↓", "≈", "ref"
 
@@ -171,9 +176,11 @@ def ranking(summary: pd.DataFrame, methods: Sequence[str] | None = None) -> Rank
     base = dict(methods=methods, settings=settings, matrix=complete, ranks=avg,
                 left_out=left_out)
     k, n = len(methods), len(settings)
-    if k < 3 or n < 2:
-        return Ranking(**base, reason=f"{k} method(s) over {n} complete setting(s); Friedman's "
-                                      "test needs at least 3 methods and 2 settings")
+    if k < 3 or n < MIN_RANK_SETTINGS:
+        return Ranking(**base, reason=f"{k} row(s) over {n} complete setting(s); Friedman's "
+                                      f"test needs at least 3 rows and at least "
+                                      f"{MIN_RANK_SETTINGS} settings (Demšar 2006), and settings "
+                                      "that share seeds and networks are not independent")
     stat, p = stats.friedmanchisquare(*[complete[m].to_numpy() for m in methods])
     nemenyi = nemenyi_pvalues(complete)
     return Ranking(**base, friedman_stat=float(stat), friedman_p=float(p), nemenyi=nemenyi,

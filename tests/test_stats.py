@@ -78,14 +78,14 @@ def test_friedman_and_nemenyi_equal_direct_calls():
     methods = ["a", "b", "c", "d"]
     rows = [{"dataset": ds, "sparsity": s, "row": m, "n": 3,
              "mean": 90 - 3 * i + rng.gauss(0, 2)}
-            for ds in ("x", "y") for s in (0.5, 0.9, 0.98) for i, m in enumerate(methods)]
+            for ds in ("x", "y", "z", "w") for s in (0.5, 0.9, 0.98) for i, m in enumerate(methods)]
     # a setting where one method has no result is left out of every number
     rows.append({"dataset": "y", "sparsity": 0.99, "row": "a", "n": 3, "mean": 10.0})
     rows += [{"dataset": "y", "sparsity": 0.99, "row": m, "n": 0, "mean": math.nan}
              for m in methods[1:]]
     summary = pd.DataFrame(rows)
     r = stats.ranking(summary)
-    assert len(r.settings) == 6 and r.left_out == (("y", 0.99),)
+    assert len(r.settings) == 12 and r.left_out == (("y", 0.99),)
     matrix = summary[summary["n"] > 0].pivot_table(index=["dataset", "sparsity"], columns="row",
                                                   values="mean").dropna()[methods]
     stat, p = st.friedmanchisquare(*[matrix[m] for m in methods])
@@ -96,7 +96,7 @@ def test_friedman_and_nemenyi_equal_direct_calls():
                          columns=methods).mean()
     assert r.ranks.tolist() == pytest.approx(ranks.tolist())
     # Demšar's table: q_0.05 = 2.569 for k = 4
-    assert r.cd == pytest.approx(2.569 * math.sqrt(4 * 5 / (6 * 6)), abs=1e-3)
+    assert r.cd == pytest.approx(2.569 * math.sqrt(4 * 5 / (6 * 12)), abs=1e-3)
 
 
 def test_ranking_needs_three_methods_and_two_settings():
