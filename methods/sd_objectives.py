@@ -106,6 +106,6 @@ class LastBatchSelfKD(Hook):
                 raise RuntimeError(f"DLB batch repeats {repeated} samples but the previous step "
                                    f"left {0 if self.previous is None else len(self.previous)}")
             loss = dlb_loss(logits, batch.y, self.previous, tau=self.tau, alpha=self.alpha)
-        self.previous = logits[:self.fresh].detach()
+        self.previous = logits[:self.fresh].detach().float()  # outlives the step: fp32 (issue 30)
         self.previous_idx = batch.idx[:self.fresh]
         return loss, logits

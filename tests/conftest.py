@@ -15,6 +15,17 @@ TINY = dict(dataset="synthetic", model="smallcnn", teacher="smallcnn", teacher_e
             dense_epochs=1, sparse_epochs=1, round_epochs=1, batch_size=32)
 
 
+# Behaviour whose numbers depend on the arithmetic (state kept across steps, masks, checkpoints,
+# resume, evaluation) runs under both; where the host has no bf16 units torch emulates bf16
+# autocast with the same rounding, only slower, so these tests stay small (issue 30).
+PRECISIONS = ("fp32", "bf16")
+
+
+@pytest.fixture(params=PRECISIONS)
+def precision(request):
+    return request.param
+
+
 @pytest.fixture
 def tiny():
     return dict(TINY)

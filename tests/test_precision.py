@@ -285,3 +285,26 @@ def test_mixed_precisions_lists_what_a_table_would_mix():
     # failed cells carry no number, so they mix nothing
     assert precision.mixed_precisions([ok_cpu, {**ok_cpu, "status": "failed",
                                                 "precision": "bf16"}]) == []
+
+
+def test_kd_targets_and_losses_are_fp32_under_a_bf16_trainer(data):
+    """The student's and the teacher's logits come out of autocast in bf16; the CA-KLD target
+    (both sides standardised, softened) and the loss are computed in fp32."""
+    from bench.losses import teacher_guided_loss
+    from methods.teacher_guided import TeacherGuidedObjective
+
+    trainer = Trainer(data, progress=False, precision="bf16")
+    torch.manual_seed(0)
+    student = trainer.prepare(build_model("smallcnn", 4, 3, 8))
+    teacher = trainer.prepare(build_model("smallcnn", 4, 3, 8)).eval()
+    objective = TeacherGuidedObjective(teacher, 0.9, 3.0, "sample")
+    batch = next(iter(trainer.loader(data.train, 32, train=True)))
+    with trainer.autocast():
+        loss, logits = objective(student, batch)
+        with torch.no_grad():
+            teacher_logits = teacher(batch.x)
+    assert logits.dtype == teacher_logits.dtype == torch.bfloat16  # autocast really ran
+    assert loss.dtype == torch.float32
+    want = teacher_guided_loss(logits.float(), teacher_logits.float(), batch.y, alpha=0.9,
+                               temperature=3.0, kd_norm="sample")
+    assert torch.equal(loss.detach(), want.detach())

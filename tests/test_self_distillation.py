@@ -105,8 +105,8 @@ def every_sample(data, batch_size=PSKD_BATCH):
     return sd.EverySampleSampler(len(data.train), batch_size)
 
 
-def test_pskd_table_updates_once_per_epoch_with_last_epoch_predictions(data):
-    trainer = Trainer(data, progress=False)
+def test_pskd_table_updates_once_per_epoch_with_last_epoch_predictions(data, precision):
+    trainer = Trainer(data, progress=False, precision=precision)
     model = build_model("smallcnn", 4, 3, 8)
     objective = sd.ProgressiveSelfKD(trainer.data.train.labels, 4, alpha_T=0.8)
     watch, spy = TableWatch(objective), Spy()
@@ -117,12 +117,14 @@ def test_pskd_table_updates_once_per_epoch_with_last_epoch_predictions(data):
     assert torch.equal(watch.at_start[0], torch.nn.functional.one_hot(data.train.labels, 4).float())
     assert objective.alpha_history == pytest.approx([0.8 / 3, 0.8 * 2 / 3, 0.8])
     assert len(spy.steps) == 3 * math.ceil(len(data.train) / PSKD_BATCH)
+    # the table outlives the step: fp32 whatever the training precision
+    assert all(t.dtype == torch.float32 for t in (*watch.at_start, objective.table))
     for epoch in range(3):  # the table after epoch e holds epoch e's last softmax of every sample
         after = watch.at_start[epoch + 1] if epoch < 2 else objective.table
         latest = {}
         for e, idx, _, logits in spy.steps:
             if e == epoch:
-                latest.update(zip(idx.tolist(), torch.softmax(logits, 1)))
+                latest.update(zip(idx.tolist(), torch.softmax(logits.float(), 1)))
         assert sorted(latest) == list(range(len(data.train)))  # no sample skipped
         assert torch.allclose(after, torch.stack([latest[i] for i in range(len(after))]))
         assert not torch.equal(after, watch.at_start[epoch])
@@ -143,12 +145,12 @@ def test_every_sample_sampler_covers_each_sample_in_full_batches():
     assert set(torch.cat(batches).tolist()) == set(range(70))
 
 
-def test_pskd_targets_read_the_previous_epoch(data, monkeypatch):
+def test_pskd_targets_read_the_previous_epoch(data, monkeypatch, precision):
     used = []
     real = sd_objectives.pskd_loss
     monkeypatch.setattr(sd_objectives, "pskd_loss",
                         lambda z, y, prev, a: used.append((prev.clone(), a)) or real(z, y, prev, a))
-    trainer = Trainer(data, progress=False)
+    trainer = Trainer(data, progress=False, precision=precision)
     objective = sd.ProgressiveSelfKD(trainer.data.train.labels, 4, alpha_T=0.5)
     spy = Spy()
     trainer.fit(build_model("smallcnn", 4, 3, 8), Phase("p", 2, batch_size=PSKD_BATCH), objective,
@@ -158,8 +160,9 @@ def test_pskd_targets_read_the_previous_epoch(data, monkeypatch):
     last = {}
     for e, idx, _, logits in spy.steps:
         if e == 0:
-            last.update(zip(idx.tolist(), torch.softmax(logits, 1)))
+            last.update(zip(idx.tolist(), torch.softmax(logits.float(), 1)))
     for (e, idx, y, _), (prev, alpha) in zip(spy.steps, used):
+        assert prev.dtype == torch.float32
         if e == 0:
             assert torch.equal(prev, torch.nn.functional.one_hot(y, 4).float())
             assert alpha == pytest.approx(0.25)
@@ -169,13 +172,13 @@ def test_pskd_targets_read_the_previous_epoch(data, monkeypatch):
                 assert torch.allclose(row, last[i])
 
 
-def test_pskd_table_survives_a_resumed_phase(data, tmp_path):
+def test_pskd_table_survives_a_resumed_phase(data, tmp_path, precision):
     class StopAt(Hook):
         def on_epoch_start(self, state):
             if state.epoch == 1:
                 raise KeyboardInterrupt
 
-    trainer, ckpt = Trainer(data, progress=False), tmp_path / "p.pt"
+    trainer, ckpt = Trainer(data, progress=False, precision=precision), tmp_path / "p.pt"
     first = sd.ProgressiveSelfKD(trainer.data.train.labels, 4)
     model = build_model("smallcnn", 4, 3, 8)
     with pytest.raises(KeyboardInterrupt):
@@ -186,6 +189,7 @@ def test_pskd_table_survives_a_resumed_phase(data, tmp_path):
     trainer.fit(build_model("smallcnn", 4, 3, 8), Phase("p", 2, batch_size=PSKD_BATCH), second,
                 [watch], checkpoint=ckpt, sampler=every_sample(data))
     assert torch.equal(watch.at_start[0], first.table)
+    assert watch.at_start[0].dtype == torch.float32
     assert second.alpha_history == pytest.approx([0.8])
 
 
@@ -200,12 +204,12 @@ def test_dlb_sampler_repeats_the_previous_fresh_half():
     assert set(torch.cat([b[:16] for b in batches]).tolist()) == set(range(100))
 
 
-def test_dlb_soft_targets_are_the_previous_steps_logits(data, monkeypatch):
+def test_dlb_soft_targets_are_the_previous_steps_logits(data, monkeypatch, precision):
     targets = []
     real = sd_objectives.dlb_loss
     monkeypatch.setattr(sd_objectives, "dlb_loss", lambda z, y, prev, **kw:
                         targets.append(prev.clone()) or real(z, y, prev, **kw))
-    trainer = Trainer(data, progress=False)
+    trainer = Trainer(data, progress=False, precision=precision)
     sampler = sd.LastBatchSampler(len(data.train), 16)
     objective = sd.LastBatchSelfKD(16)
     spy = Spy()
@@ -220,7 +224,9 @@ def test_dlb_soft_targets_are_the_previous_steps_logits(data, monkeypatch):
             assert len(idx1) == 16  # a new epoch starts the chain again
             continue
         assert torch.equal(idx1[16:], idx0[:16])
-        assert torch.equal(next(used), z0[:16])
+        target = next(used)
+        assert target.dtype == torch.float32  # soft targets outlive the step: fp32
+        assert torch.equal(target, z0[:16].float())
 
 
 @pytest.mark.parametrize("family", ["cskd", "dlb"])

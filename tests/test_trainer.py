@@ -30,11 +30,12 @@ def test_training_learns_and_records_history(data):
     assert trainer.accuracy(model, data.test) > 0.5  # 4 classes: chance is 0.25
 
 
-def test_same_seed_is_bit_identical_on_cpu(data):
+def test_same_seed_is_bit_identical_on_cpu(data, precision):
     states = []
     for _ in range(2):
         model = make()
-        Trainer(data, seed=5, progress=False).fit(model, Phase("p", 2, batch_size=32))
+        Trainer(data, seed=5, progress=False, precision=precision).fit(
+            model, Phase("p", 2, batch_size=32))
         states.append(model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
@@ -74,10 +75,10 @@ def test_step_schedule_and_warmup():
     assert c.lr_factor(0, 10) == 1.0 and c.lr_factor(100, 10) == pytest.approx(0.0)
 
 
-def test_resume_after_a_crash_matches_an_uninterrupted_run(data, tmp_path):
+def test_resume_after_a_crash_matches_an_uninterrupted_run(data, tmp_path, precision):
     phase = Phase("p", 3, batch_size=32)
     full = make()
-    Trainer(data, seed=1, progress=False).fit(full, phase)
+    Trainer(data, seed=1, progress=False, precision=precision).fit(full, phase)
 
     class Crash(Hook):
         def on_epoch_start(self, s):
@@ -86,12 +87,15 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(data, tmp_path):
 
     crashed = make()
     with pytest.raises(KeyboardInterrupt):
-        Trainer(data, seed=1, progress=False).fit(crashed, phase, ce_objective, [Crash()],
-                                                  checkpoint=tmp_path / "p.pt")
-    assert torch.load(tmp_path / "p.pt", weights_only=False)["epoch"] == 2
+        Trainer(data, seed=1, progress=False, precision=precision).fit(
+            crashed, phase, ce_objective, [Crash()], checkpoint=tmp_path / "p.pt")
+    saved = torch.load(tmp_path / "p.pt", weights_only=False)
+    assert saved["epoch"] == 2
+    # the checkpoint holds the fp32 master weights whatever the training precision
+    assert all(v.dtype == torch.float32 for v in saved["model"].values() if v.is_floating_point())
     resumed = make(seed=99)  # a different init: the checkpoint must overwrite it
-    result = Trainer(data, seed=1, progress=False).fit(resumed, phase,
-                                                       checkpoint=tmp_path / "p.pt")
+    result = Trainer(data, seed=1, progress=False, precision=precision).fit(
+        resumed, phase, checkpoint=tmp_path / "p.pt")
     assert result.resumed_from_epoch == 2 and len(result.val_acc) == 3
     assert result.images == 3 * (len(data.train) // 32) * 32  # the killed run's epochs count
     assert all(torch.equal(resumed.state_dict()[k], full.state_dict()[k])
