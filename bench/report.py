@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the paper's printed numbers (default: {REPORTED_CSV})")
     p.add_argument("--against", metavar="LABEL", default=None,
                    help=f"the row every other row is paired against (default: {REFERENCE})")
+    p.add_argument("--records", metavar="CSV", default=None,
+                   help="make the report from a study's published records.csv (with phases.csv "
+                        "and curves.csv beside it) instead of a results store")
     p.add_argument("--layer-sparsity", metavar="S", type=float, default=None,
                    help="sparsity of the per-layer figure (default: the grid's nearest 0.9)")
     return p
@@ -73,7 +76,8 @@ def build_report(grid, cells, store, out: str | Path, reported_path: str | Path 
 # --- command line ---------------------------------------------------------------------------------
 
 
-PATH_FLAGS = ("--results", "--out", "--reported", "--data-root", "--plugin", "--grid")  # when a file
+PATH_FLAGS = ("--results", "--out", "--reported", "--data-root", "--plugin", "--grid",
+              "--records")  # when a file
 
 
 def portable_command(argv: Sequence[str], report_dir: str | Path) -> str:
@@ -119,6 +123,8 @@ def _main(args: argparse.Namespace) -> int:
     from bench.arguments import select_cells
     from bench.store import ResultStore
 
+    if args.records:
+        return _published(args)
     results = Path(args.results)
     if not results.is_dir():
         raise UsageError(f"results directory {str(results)!r} does not exist; run "
@@ -129,6 +135,20 @@ def _main(args: argparse.Namespace) -> int:
     report = build_report(grid, cells, ResultStore(results), out, args.reported, args.against,
                           args.layer_sparsity, command)
     print(report.markdown)
+    print(f"report: {out / 'report.md'} and {out / 'index.html'} ({len(report.files)} files)")
+    return 0
+
+
+def _published(args: argparse.Namespace) -> int:
+    from bench.arguments import select_cells
+    from bench.published import load_published
+
+    grid, _ = select_cells(args)  # the grid's name and declared gates
+    out = Path(args.out) if args.out else Path(args.records).parent
+    data = load_published(args.records, grid, args.reported, args.against, report_dir=out)
+    data.command = portable_command(getattr(args, "argv", []), out)
+    report = write_report(report_sections(data, args.layer_sparsity), out,
+                          f"Report: grid {grid.name}")
     print(f"report: {out / 'report.md'} and {out / 'index.html'} ({len(report.files)} files)")
     return 0
 

@@ -84,6 +84,9 @@ def layer_frame(data: ReportData, dataset: str, sparsity: float) -> "pd.DataFram
     ok seeds), seeds. Dense stand-ins (small-dense) have no mask and are left out."""
     import pandas as pd
 
+    if data.store is None:  # a report from published CSVs: the one the study published
+        path = data.published.with_name(f"layers_{safe_name(dataset)}.csv")
+        return pd.read_csv(path) if path.is_file() else pd.DataFrame()
     ok = _ok(data, dataset)
     ok = ok[(ok["sparsity"] == sparsity) & (ok.get("sparsity_over") != "width")]
     records, _ = data.store.load_all(list(ok["id"]))

@@ -54,6 +54,7 @@ class ReportData:
     store: Any = None  # the bench.store.ResultStore the numbers come from
     command: str = ""  # the command that remakes the report, run from the report folder
     curves: "pd.DataFrame | None" = None  # validation accuracy per epoch of every phase, in %
+    published: "Path | None" = None  # the records.csv a report from published CSVs reads
 
 
 def from_report(path: str | Path, report_dir: str | Path) -> str:

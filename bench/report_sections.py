@@ -30,8 +30,9 @@ def header(data: ReportData, store_root) -> Section:
     return section(
         f"Report: grid {data.grid.name}",
         *made,
-        Paragraph(f"Results store: {store_root} (relative to this report). "
-                  f"{len(data.cells)} cells expected: "
+        Paragraph((f"Records: {store_root}. " if data.published else
+                   f"Results store: {store_root} (relative to this report). ") +
+                  f"{len(data.merged)} cells expected: "
                   + ", ".join(f"{counts.get(s, 0)} {s}"
                               for s in ("ok", "failed", "missing", "corrupt"))
                   + ". Accuracy is the final epoch's top-1 test accuracy in %, mean ± sample std "
