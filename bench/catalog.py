@@ -19,7 +19,7 @@ def _load_builtins() -> None:
 
 
 # Typed loosely on purpose: naming the item types (bench.method.Method, bench.data.DatasetSpec, a
-# model builder, bench.grids.Grid) would import the modules that register into these.
+# model builder, bench.plan.grids.Grid) would import the modules that register into these.
 METHODS: Registry[Any] = Registry("method", fill=_load_builtins)
 DATASETS: Registry[Any] = Registry("dataset", fill=_load_builtins)
 MODELS: Registry[Any] = Registry("model", fill=_load_builtins)

@@ -14,9 +14,9 @@ from bench import catalog
 from bench.registry import UsageError
 
 SCHEDULES = ("cosine", "step")
-PRECISIONS = ("auto", "fp32", "bf16")  # resolved by bench/precision.py, which needs torch
+PRECISIONS = ("auto", "fp32", "bf16")  # resolved by bench/train/precision.py, which needs torch
 EPOCH_FIELDS = ("teacher_epochs", "dense_epochs", "sparse_epochs", "round_epochs")
-CHECKPOINT_FIELDS = ("teacher_checkpoint", "dense_checkpoint")  # bench/checkpoints.py
+CHECKPOINT_FIELDS = ("teacher_checkpoint", "dense_checkpoint")  # bench/exec/checkpoints.py
 
 OptionValue = Any  # str | int | float | bool
 
@@ -44,13 +44,13 @@ class RunConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cosine"
-    # auto: bf16 where the device computes it natively, else fp32 (bench/precision.py). The
+    # auto: bf16 where the device computes it natively, else fp32 (bench/train/precision.py). The
     # default stays out of the id, so ids of existing cells do not change; fp32 and bf16 enter
     # it. Records hold the resolved value, and reports flag a table that mixes the two.
     precision: str = "auto"
-    # A seeded, class-stratified share of the training split (bench/data.py: train_subset).
+    # A seeded, class-stratified share of the training split (bench/data/datasets.py: train_subset).
     train_fraction: float = 1.0
-    # Your own trained models (bench/checkpoints.py). The id holds the file's SHA-256, not its
+    # Your own trained models (bench/exec/checkpoints.py). The id holds the file's SHA-256, not its
     # path; the hash is computed once, when the path is given, and kept in the record.
     teacher_checkpoint: str | None = None
     teacher_checkpoint_sha256: str | None = None

@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Sequence
 
 from bench.cli import OneLineParser, run_command
-from bench.precision import PRECISIONS
+from bench.train.precision import PRECISIONS
 from bench.registry import UsageError
 
 TOLERANCE_POINTS = 1.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench.arguments import add_common
+    from bench.cli.arguments import add_common
 
     p = OneLineParser(prog="python -m bench.parity", description=__doc__.split("\n\n")[0])
     add_common(p)
@@ -38,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def interval95(values: Sequence[float]) -> tuple[float, float]:
-    """(mean, half-width) of the two-sided 95 % Student-t interval (bench.stats.t_interval, the
+    """(mean, half-width) of the two-sided 95 % Student-t interval (bench.report.stats.t_interval, the
     report's); half-width nan for one value."""
-    from bench.stats import t_interval
+    from bench.report.stats import t_interval
 
     low, high = t_interval(values)
     return statistics.fmean(values), (high - low) / 2
@@ -84,8 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     from bench import run as bench_run
-    from bench.arguments import select_cells
-    from bench.precision import record_precision
+    from bench.cli.arguments import select_cells
+    from bench.train.precision import record_precision
     from bench.store import ResultStore
 
     precisions = [p.strip() for p in args.precisions.split(",")]

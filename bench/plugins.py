@@ -27,9 +27,9 @@ def load_builtins() -> None:
     _loaded = True
     # Importing a built-in module registers what it defines (methods/ imports each method file).
     import bench.data  # noqa: F401
-    import bench.folders  # noqa: F401
-    import bench.models  # noqa: F401
-    import bench.grids  # noqa: F401
+    import bench.data.folders  # noqa: F401
+    import bench.train.models  # noqa: F401
+    import bench.plan.grids  # noqa: F401
     import methods  # noqa: F401
     for group in ENTRY_POINT_GROUPS:
         for ep in metadata.entry_points(group=group):

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from bench import guards
-from bench.arguments import add_common, resolve_device, select_cells
+from bench.cli import guards
+from bench.cli.arguments import add_common, resolve_device, select_cells
 from bench.cli import OneLineParser, run_command
 
 
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def preflight_data(cells, args) -> None:
     """Load each dataset once before running anything, so a bad data root fails fast (exit 2)."""
-    from bench.cell import cached_dataset
+    from bench.exec.cell import cached_dataset
 
     for dataset in dict.fromkeys(c.dataset for c in cells):
         cached_dataset(dataset, args.data_root, args.download)
@@ -58,7 +58,7 @@ def preflight_data(cells, args) -> None:
 
 def print_dry_run(grid, cells, store) -> None:
     from bench import catalog
-    from bench.estimate import REFERENCE_IMAGES_PER_SECOND, estimate_gpu_hours, format_hours
+    from bench.plan.estimate import REFERENCE_IMAGES_PER_SECOND, estimate_gpu_hours, format_hours
 
     def hours(some) -> str:
         return format_hours(estimate_gpu_hours(some))
@@ -67,7 +67,7 @@ def print_dry_run(grid, cells, store) -> None:
     todo = [c for c in cells if c.id not in done]
     print(f"grid {grid.name}: {len(cells)} cells, {hours(cells)} GPU-hours ({len(todo)} to run: "
           f"{hours(todo)} GPU-hours; ResNet-18 at {REFERENCE_IMAGES_PER_SECOND:,.0f} CIFAR "
-          f"images/s, model in bench/estimate.py)")
+          f"images/s, model in bench/plan/estimate.py)")
     left_out = getattr(grid, "unregistered_methods", lambda: [])()
     if left_out:
         print(f"  not registered, left out: {', '.join(left_out)}")
@@ -88,7 +88,7 @@ def print_dry_run(grid, cells, store) -> None:
 
 
 def write_tables(grid, cells, store) -> str:
-    from bench.tables import accuracy_table, expected_frame, merge_status, to_markdown
+    from bench.report.tables import accuracy_table, expected_frame, merge_status, to_markdown
     from bench.store import atomic_write_bytes
 
     merged = merge_status(expected_frame(cells), store.frame([c.id for c in cells]))
@@ -110,7 +110,7 @@ def tensorboard_dir(args: argparse.Namespace, profile=None) -> str | None:
     folder = args.tensorboard or (profile.tensorboard if profile is not None else None)
     if not folder:
         return None
-    from bench.metrics_log import require_tensorboard
+    from bench.train.metrics_log import require_tensorboard
 
     require_tensorboard()
     path = Path(os.path.expandvars(folder)).expanduser()
@@ -123,7 +123,7 @@ def tensorboard_dir(args: argparse.Namespace, profile=None) -> str | None:
 
 def print_profiles(args: argparse.Namespace, cells, store) -> None:
     if args.profile:
-        from bench.profile import format_profiles
+        from bench.report.phase_times import format_profiles
 
         records, _ = store.load_all([c.id for c in cells])
         print(format_profiles(records) + "\n")
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from bench.dispatch import check_executor_args
+    from bench.exec.dispatch import check_executor_args
     from bench.store import ResultStore
 
     check_executor_args(args)
@@ -142,8 +142,8 @@ def _main(args: argparse.Namespace) -> int:
     guards.check_inputs(args, cells)
     store = ResultStore(args.results)
     if args.executor == "slurm":
-        from bench.arguments import status_command
-        from bench.dispatch import run_slurm
+        from bench.cli.arguments import status_command
+        from bench.exec.dispatch import run_slurm
         from bench.slurm import SubmissionError, check_partition, describe, load_profile, \
             require_sbatch
 
@@ -152,16 +152,16 @@ def _main(args: argparse.Namespace) -> int:
     if args.dry_run:
         print_dry_run(grid, cells, store)
         if args.executor == "slurm":
-            from bench.cell import RunOptions
+            from bench.exec.cell import RunOptions
             from bench.slurm.phases import plan_for, print_plan
 
             print(describe(profile, sum(not store.is_done(c.id) for c in cells)))
             todo = [c for c in cells if not store.is_done(c.id)]
             print_plan(plan_for(todo, store, RunOptions(share=not args.no_share)))
         return 0
-    from bench.cell import RunOptions
+    from bench.exec.cell import RunOptions
 
-    from bench.checkpoints import check_checkpoints
+    from bench.exec.checkpoints import check_checkpoints
 
     check_checkpoints(cells)
     if args.executor == "slurm":
@@ -187,7 +187,7 @@ def _main(args: argparse.Namespace) -> int:
     preflight_data(cells, args)
     guards.check_data_fits(cells, args, device)
 
-    from bench.dispatch import run_inprocess, run_local
+    from bench.exec.dispatch import run_inprocess, run_local
 
     options = RunOptions(device=device, data_root=args.data_root, download=args.download,
                          progress=not args.no_progress, compile=args.compile,

@@ -8,7 +8,7 @@ Per cell, one of:
     running  its Slurm job runs, or a live process on this machine runs it (bench.run's
              in-process or local executor); with the phase, epoch / epochs, the latest
              validation accuracy and the time left in the phase at the measured epoch time,
-             read from the cell's `<results>/work/<cell id>/metrics.jsonl` (bench/progress.py),
+             read from the cell's `<results>/work/<cell id>/metrics.jsonl` (bench/train/progress.py),
              so a job on another node shows its progress through the shared results folder
     failed   a failed record (first line of the error), or its Slurm job ended without a record
              (cancelled, out of memory, node failure, ...: sacct's state)
@@ -22,10 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from bench.arguments import add_common, select_cells
+from bench.cli.arguments import add_common, select_cells
 from bench.cli import OneLineParser, run_command
 from bench.console import first_line
-from bench.progress import Progress, describe, read_progress
+from bench.train.progress import Progress, describe, read_progress
 from bench.slurm.queue import LIVE_STATES, QUEUED_STATES, RUNNING_STATES, query_job_states, \
     read_submissions
 
@@ -140,7 +140,7 @@ def decide(f: CellFacts) -> CellStatus:
     for (failed, blocked), a queued job, a running job, a live process here running it, a failed
     record that explains the failure, a job that ended without a record (failed), a job Slurm no
     longer knows (missing), nothing at all (missing). A running cell's detail is its progress
-    (bench/progress.py)."""
+    (bench/train/progress.py)."""
     jid = f.job_id
     if has_ok_record(f):
         return CellStatus("done", jid, f"test acc {f.record['accuracy']['test']:.4f}")

@@ -13,7 +13,7 @@ arXiv 2212.12770; official code github.com/ismail31416/COLT).
 
 Budgets: each half trains config.round_epochs per round, the ticket config.sparse_epochs. The
 record's cost is the sum of all rounds (both halves, evaluation, pruning) plus the ticket training;
-the rounds are resumable one by one (bench/rounds.py), and each round's training is shared by
+the rounds are resumable one by one (bench/method/rounds.py), and each round's training is shared by
 every cell of the same trajectory whatever its target (docs/methods.md; --no-share turns it off).
 
 Interpretation choices (docs/methods.md gives each one its reason):
@@ -47,9 +47,9 @@ from torch import nn
 from bench.data import DataBundle, Split
 from bench.masks import (MASK_BUFFER, Accounting, Mask, attach_mask, flatten, intersect, keep_best,
                          keep_count, prunable_modules, prune_global, removal_rank, unflatten)
-from bench.estimate import PhaseCost, relative_cost, rounds_to, shared, train_images
+from bench.plan.estimate import PhaseCost, relative_cost, rounds_to, shared, train_images
 from bench.method import Option, register_method
-from bench.rounds import check_start, resume, shared_round, state_digest, timed
+from bench.method.rounds import check_start, resume, shared_round, state_digest, timed
 
 
 # --- pure pieces -------------------------------------------------------------------------------
@@ -248,7 +248,7 @@ def colt(ctx):
 
     # Round r trains both halves on the mask of round r - 1; only its prune depends on the
     # target. So the training of every round is shared by all cells that reach it (the cache,
-    # keyed without the sparsity), and each cell prunes for itself (bench/rounds.py).
+    # keyed without the sparsity), and each cell prunes for itself (bench/method/rounds.py).
     trajectory = trajectory_key(cfg)
     device = next(ticket.parameters()).device
     for rnd in rounds:

@@ -24,7 +24,7 @@ keep fewer than one weight) is found before training by `check_target`, the meth
 Budgets: the dense network is the harness's cached CE model (config.dense_epochs, shared with
 magnitude/random and reported as shared cost); each round retrains config.round_epochs with a fresh
 optimizer (the original: 160 epochs, then 160 per round). The rounds are resumable one by one
-(bench/rounds.py); every round's pruning, training and test evaluation are timed phases. A round
+(bench/method/rounds.py); every round's pruning, training and test evaluation are timed phases. A round
 that removes its full share is shared by every cell of the same trajectory whatever its target
 (docs/methods.md; --no-share turns it off).
 
@@ -62,10 +62,10 @@ from torch import nn
 
 from bench.masks import Accounting, attach_mask, get_mask, keep_count, prepare_for_state_dict, \
     prunable_modules, prune_per_layer, sparsity_report
-from bench.estimate import PhaseCost, dense_phase, relative_cost, rounds_to, shared, train_images
+from bench.plan.estimate import PhaseCost, dense_phase, relative_cost, rounds_to, shared, train_images
 from bench.method import Option, UnreachableTarget, register_method
-from bench.models import build_model
-from bench.rounds import check_start, resume, shared_round, state_digest, timed
+from bench.train.models import build_model
+from bench.method.rounds import check_start, resume, shared_round, state_digest, timed
 
 
 # --- entropy of ReLU states ----------------------------------------------------------------------
@@ -283,7 +283,7 @@ def _egp_round(ctx, model: nn.Module, modules: Mapping[str, nn.Module], pruned: 
                entropy: Mapping[str, float]):
     """One round on `model` in place: prune (at most `limit` weights; None: the full share) by
     the layer entropies measured at the round's start, retrain, evaluate. Returns (payload,
-    meta) for bench.rounds.shared_round."""
+    meta) for bench.method.rounds.shared_round."""
     cfg, opts = ctx.config, ctx.options
     phases: dict = {}
     mask = get_mask(model)
@@ -386,7 +386,7 @@ def egp(ctx):
 
     # A round that removes its full share (p of what is left) does not depend on the target, so
     # its state is shared by every cell that passes through it (the cache, keyed without the
-    # sparsity); the last, partial round is each cell's own (bench/rounds.py).
+    # sparsity); the last, partial round is each cell's own (bench/method/rounds.py).
     trajectory = trajectory_key(cfg)
     for rnd in rounds:
         mask = get_mask(model)

@@ -9,11 +9,11 @@
 """
 from __future__ import annotations
 
-from bench.importance import SCORES, ImportanceEMA
-from bench.losses import KD_NORMS, cross_entropy, teacher_guided_loss
-from bench.estimate import PhaseCost, relative_cost, shared, teacher_phase, train_images
+from bench.train.importance import SCORES, ImportanceEMA
+from bench.train.losses import KD_NORMS, cross_entropy, teacher_guided_loss
+from bench.plan.estimate import PhaseCost, relative_cost, shared, teacher_phase, train_images
 from bench.method import Option, register_method
-from bench.trainer import ce_objective
+from bench.train.trainer import ce_objective
 from methods import controls
 
 OPTIONS = {

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from submitit.helpers import Checkpointable
 
-from bench.cell import RunOptions
+from bench.exec.cell import RunOptions
 from bench.config import RunConfig
 from bench.console import first_line
 from bench.slurm.profile import ClusterProfile, slurm_parameters
@@ -37,7 +37,7 @@ class CellJob(Checkpointable):
         self.lock_wait_s = lock_wait_s
 
     def __call__(self) -> dict[str, Any]:
-        from bench.locked import Outcome, run_one_locked
+        from bench.exec.locked import Outcome, run_one_locked
 
         options = job_setup(self.plugins, self.options)
         cfg = self.config

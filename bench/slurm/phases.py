@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from submitit.helpers import Checkpointable
 
-from bench.cell import RunOptions
+from bench.exec.cell import RunOptions
 from bench.console import first_line
 from bench.slurm.plan import PhaseJob, Plan, make_plan
 from bench.store import ResultStore
@@ -42,7 +42,7 @@ def read_phase_status(store: ResultStore, job_id: str) -> dict[str, Any] | None:
 
 class PhaseJobRunner(Checkpointable):
     """A shared phase as a Slurm job: the owning cell's method runs until that phase is in the
-    cache (bench.cell.prefetch). Requeued after preemption like a cell, it resumes from the
+    cache (bench.exec.cell.prefetch). Requeued after preemption like a cell, it resumes from the
     phase's epoch checkpoints in the cache's scratch folder."""
 
     def __init__(self, job: PhaseJob, results: str, options: RunOptions,
@@ -53,7 +53,7 @@ class PhaseJobRunner(Checkpointable):
         self.plugins = tuple(plugins)
 
     def __call__(self) -> dict[str, Any]:
-        from bench.cell import prefetch
+        from bench.exec.cell import prefetch
         from bench.slurm.job import job_setup, say
 
         options = job_setup(self.plugins, self.options)
@@ -73,7 +73,7 @@ class PhaseJobRunner(Checkpointable):
 
 
 def plan_for(cells, store: ResultStore, options: RunOptions) -> Plan:
-    from bench.cache import PhaseCache
+    from bench.store.cache import PhaseCache
 
     cached = PhaseCache(store.cache_dir).plan_keys()
     return make_plan(cells, cached.__contains__, share=options.share)
@@ -118,7 +118,7 @@ def submit_plan(plan: Plan, store: ResultStore, options: RunOptions, profile, *,
 def print_plan(plan: Plan, images_per_second: float | None = None) -> None:
     """What `--executor slurm --dry-run` shows: the phase jobs by level and the cell arrays,
     with their dependencies and estimated GPU-hours."""
-    from bench.estimate import REFERENCE_IMAGES_PER_SECOND, format_hours
+    from bench.plan.estimate import REFERENCE_IMAGES_PER_SECOND, format_hours
 
     rate = images_per_second or REFERENCE_IMAGES_PER_SECOND
 
