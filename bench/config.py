@@ -16,7 +16,10 @@ from bench.registry import UsageError
 SCHEDULES = ("cosine", "step")
 PRECISIONS = ("auto", "fp32", "bf16")  # resolved by bench/train/precision.py, which needs torch
 EPOCH_FIELDS = ("teacher_epochs", "dense_epochs", "sparse_epochs", "round_epochs")
-CHECKPOINT_FIELDS = ("teacher_checkpoint", "dense_checkpoint")  # bench/exec/checkpoints.py
+# Users' own trained models (bench/exec/checkpoints.py): each checkpoint field and the field that
+# names the architecture it is loaded into.
+CHECKPOINT_MODELS = {"teacher_checkpoint": "teacher", "dense_checkpoint": "model"}
+CHECKPOINT_FIELDS = tuple(CHECKPOINT_MODELS)
 
 OptionValue = Any  # str | int | float | bool
 
@@ -134,7 +137,7 @@ class RunConfig:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("teacher_checkpoint", "dense_checkpoint"):
+            if f.name in CHECKPOINT_FIELDS:
                 continue  # the path may move; its content hash (the *_sha256 field) is the id
             if value != f.default and not (f.name == "options" and not value):
                 out[f.name] = dict(value) if f.name == "options" else value

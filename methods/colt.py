@@ -200,6 +200,9 @@ def _conv_target(ctx, model: nn.Module, names: list[str]) -> tuple[int, int, int
     return keep, conv_total, other_total
 
 
+ROUND_KIND = "colt-round"  # the cache kind of a shared round (its cost and its run)
+
+
 def trajectory_key(cfg) -> dict:
     """What determines COLT's rounds, whatever the target: the cache key of each round."""
     return {"model": cfg.model, "round_epochs": cfg.round_epochs,
@@ -212,8 +215,8 @@ def colt_cost(cfg) -> list[PhaseCost]:
     n, m = train_images(cfg), relative_cost(cfg.model, cfg.dataset)
     rounds = rounds_to(cfg.sparsity, cfg.option_dict["prune_fraction"])
     key = trajectory_key(cfg)
-    return [PhaseCost(shared(cfg, "colt-round", {**key, "round": r}), f"round{r}",
-                      n * cfg.round_epochs * m, prefix=shared(cfg, "colt-round", key))
+    return [PhaseCost(shared(cfg, ROUND_KIND, {**key, "round": r}), f"round{r}",
+                      n * cfg.round_epochs * m, prefix=shared(cfg, ROUND_KIND, key))
             for r in range(1, rounds + 1)] + \
         [PhaseCost(None, "ticket", n * cfg.sparse_epochs * m)]
 
@@ -273,7 +276,7 @@ def colt(ctx):
             return {"weights": weights}, {"phases": phases, "val": val, "test": test,
                                           "start": start}
 
-        payload, meta = shared_round(ctx, "colt-round", trajectory, rnd.index, compute)
+        payload, meta = shared_round(ctx, ROUND_KIND, trajectory, rnd.index, compute)
         check_start(meta, start, f"colt {rnd.name}")
         weights = {k: v.to(device) for k, v in payload["weights"].items()}
         test, val = meta["test"], meta["val"]

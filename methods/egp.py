@@ -321,6 +321,9 @@ def _egp_round(ctx, model: nn.Module, modules: Mapping[str, nn.Module], pruned: 
 
 
 
+ROUND_KIND = "egp-round"  # the cache kind of a shared round (its cost and its run)
+
+
 def trajectory_key(cfg) -> dict:
     """What determines EGP's full rounds, whatever the target: the cache key of each."""
     opts = cfg.option_dict
@@ -337,8 +340,8 @@ def egp_cost(cfg) -> list[PhaseCost]:
     rounds = rounds_to(cfg.sparsity, cfg.option_dict["prune_fraction"])
     key = trajectory_key(cfg)
     return [dense_phase(cfg)] + [
-        PhaseCost(shared(cfg, "egp-round", {**key, "round": r}) if r < rounds else None,
-                  f"round{r}", n * cfg.round_epochs * m, prefix=shared(cfg, "egp-round", key))
+        PhaseCost(shared(cfg, ROUND_KIND, {**key, "round": r}) if r < rounds else None,
+                  f"round{r}", n * cfg.round_epochs * m, prefix=shared(cfg, ROUND_KIND, key))
         for r in range(1, rounds + 1)]
 
 
@@ -408,7 +411,7 @@ def egp(ctx):
             return _egp_round(ctx, model, modules, pruned, pruned_total, limit, rnd, folder,
                               start, entropy)
 
-        payload, meta = shared_round(ctx, "egp-round", trajectory, rnd.index, compute, share=full)
+        payload, meta = shared_round(ctx, ROUND_KIND, trajectory, rnd.index, compute, share=full)
         check_start(meta, start, f"egp {rnd.name}")
         if meta["removed"] == 0:  # nothing left that EGP may prune: report the sparsity reached
             ctx.extra["egp"]["target_reached"] = False

@@ -49,6 +49,9 @@ class TeacherGuidedObjective:
         return loss, logits
 
 
+STUDENT_KIND = "tg-student"  # the cache kind of the teacher-guided student
+
+
 def student_key(cfg) -> dict:
     """What determines the teacher-guided dense student and its importance scores."""
     opt = cfg.option_dict
@@ -65,7 +68,7 @@ def tg_cost(cfg) -> list[PhaseCost]:
     t = relative_cost(cfg.teacher, cfg.dataset)
     retrain = m + (t / 3.0 if cfg.option_dict["retrain"] == "kd" else 0.0)
     return [teacher_phase(cfg),
-            PhaseCost(shared(cfg, "tg-student", student_key(cfg)), "student",
+            PhaseCost(shared(cfg, STUDENT_KIND, student_key(cfg)), "student",
                       n * cfg.dense_epochs * (m + t / 3.0)),
             PhaseCost(None, "retrain", n * cfg.sparse_epochs * retrain)]
 
@@ -95,7 +98,7 @@ def teacher_guided_oneshot(ctx):
                 {"student_test_acc": ctx.trainer.accuracy(student, ctx.data.test),
                  "scored_steps": importance.steps, "phases": {"student": result.as_record()}})
 
-    entry = ctx.cached_phase("tg-student", student_key(cfg), train_student_and_score)
+    entry = ctx.cached_phase(STUDENT_KIND, student_key(cfg), train_student_and_score)
     student = ctx.make_model()
     student.load_state_dict(entry.payload["state_dict"])
     ctx.extra["dense_test_acc"] = entry.meta["student_test_acc"]

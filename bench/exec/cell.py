@@ -21,7 +21,7 @@ from torch import nn
 
 from bench import catalog
 from bench.store.cache import CacheEntry, PhaseCache
-from bench.config import RunConfig
+from bench.config import CHECKPOINT_FIELDS, RunConfig
 from bench.data import DataBundle, dataset_fingerprint, load_dataset, train_subset
 from bench.data.loader import IndexSampler
 from bench.train.flops import cost_accounting
@@ -30,7 +30,7 @@ from bench.train.metrics import evaluation_metrics
 from bench.train.metrics_log import for_cell, shared_phase
 from bench.method import UnreachableTarget
 from bench.train.models import build_model
-from bench.plan.phase_keys import cache_fields, dense_key, teacher_key
+from bench.plan import phase_keys
 from bench.train.precision import resolve_memory_format, resolve_precision
 from bench.exec.provenance import peak_memory, provenance
 from bench.registry import UsageError
@@ -132,12 +132,10 @@ class CellContext:
         (payload, meta), where meta["phases"] holds the records of the phases it ran; they are
         copied into this cell's record, marked shared and, on a hit, cached. Pass
         `checkpoint=scratch / "<phase>.pt"` to its training so a killed run resumes."""
-        full_key = {**cache_fields(self.config), "data": dataset_fingerprint(self.data), **key}
+        full_key = {**phase_keys.cache_fields(self.config), "data": dataset_fingerprint(self.data), **key}
         if self.trainer.precision != "fp32":  # fp32 phases keep the keys they had before
             full_key["precision"] = self.trainer.precision
-        from bench.plan.estimate import shared
-
-        plan_key = shared(self.config, kind, key)
+        plan_key = phase_keys.shared(self.config, kind, key)
 
         def tagged(scratch: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             payload, meta = compute(scratch)  # the Slurm plan finds the entry by this key
@@ -158,7 +156,7 @@ class CellContext:
     def teacher(self) -> nn.Module:
         """The dense teacher, trained once per (dataset, teacher model, seed, budget)."""
         cfg = self.config
-        key = teacher_key(cfg)
+        shared = phase_keys.teacher(cfg)
 
         def compute(scratch: Path):
             model = self.make_model(cfg.teacher, seed_offset=1)
@@ -168,10 +166,10 @@ class CellContext:
             return ({"state_dict": _cpu_state(model)},
                     {"test_acc": acc, "phases": {"teacher": {**result.as_record()}}})
 
-        if cfg.teacher_checkpoint is not None:
-            entry = self._loaded("teacher", cfg.teacher, seed_offset=1)
+        if shared.checkpoint is not None:
+            entry = self._loaded(shared, seed_offset=1)
         else:
-            entry = self.cached_phase("teacher", key, compute)
+            entry = self.cached_phase(shared.kind, shared.key, compute)
         model = self.make_model(cfg.teacher, seed_offset=1)
         model.load_state_dict(entry.payload["state_dict"])
         model.eval()
@@ -183,10 +181,10 @@ class CellContext:
                                  "cached": entry.hit, **entry.meta.get("checkpoint", {})}
         return model
 
-    def _loaded(self, role: str, arch: str, seed_offset: int = 0) -> CacheEntry:
+    def _loaded(self, shared: phase_keys.SharedPhase, seed_offset: int = 0) -> CacheEntry:
         """A model from the user's checkpoint, with its test accuracy measured once; recorded
         like a phase of 0 epochs, so reports show where a teacher or dense model came from."""
-        name = f"{role}_checkpoint"
+        name, arch = shared.checkpoint, shared.key["model"]
         path, digest = getattr(self.config, name), getattr(self.config, name + "_sha256")
 
         def compute(scratch: Path):
@@ -201,18 +199,18 @@ class CellContext:
             acc = self.trainer.accuracy(model, self.data.test)
             return ({"state_dict": _cpu_state(model)},
                     {"test_acc": acc, "checkpoint": {"checkpoint": str(path), "sha256": digest},
-                     "phases": {role: {"epochs": 0, "seconds": 0.0, "loaded": True}}})
+                     "phases": {shared.name: {"epochs": 0, "seconds": 0.0, "loaded": True}}})
 
-        entry = self.cached_phase(f"{role}-loaded", {"model": arch}, compute)
+        entry = self.cached_phase(shared.kind, shared.key, compute)
         self.loaded.add(name)
         return entry
 
     def dense_model(self) -> nn.Module:
         """The dense network trained with CE, shared by every sparsity (magnitude, random)."""
         cfg = self.config
-        key = dense_key(cfg)
-        if cfg.dense_checkpoint is not None:
-            entry = self._loaded("dense", cfg.model)
+        shared = phase_keys.dense(cfg)
+        if shared.checkpoint is not None:
+            entry = self._loaded(shared)
             model = self.make_model()
             model.load_state_dict(entry.payload["state_dict"])
             self.extra["dense_test_acc"] = entry.meta["test_acc"]
@@ -227,7 +225,7 @@ class CellContext:
                     {"dense_test_acc": self.trainer.accuracy(model, self.data.test),
                      "phases": {"dense": result.as_record()}})
 
-        entry = self.cached_phase("dense-ce", key, compute)
+        entry = self.cached_phase(shared.kind, shared.key, compute)
         model = self.make_model()
         model.load_state_dict(entry.payload["state_dict"])
         self.extra["dense_test_acc"] = entry.meta["dense_test_acc"]
@@ -342,7 +340,7 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
         record["data"] = {"train": len(data.train), "val": len(data.val), "test": len(data.test),
                           "train_fraction": config.train_fraction}
         model = method.run(ctx)
-        unused = [f for f in ("teacher_checkpoint", "dense_checkpoint")
+        unused = [f for f in CHECKPOINT_FIELDS
                   if getattr(config, f) is not None and f not in ctx.loaded]
         if unused:  # the result is right, but the user should know the file did nothing
             ctx.extra["unused_checkpoints"] = unused

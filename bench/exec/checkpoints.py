@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.config import CHECKPOINT_MODELS
 from bench.registry import UsageError
 
 STATE_KEYS = ("state_dict", "model", "model_state_dict", "net")
@@ -69,8 +70,8 @@ def check_checkpoints(cells) -> None:
 
     seen = set()
     for cell in cells:
-        for field, arch in (("teacher_checkpoint", cell.teacher), ("dense_checkpoint", cell.model)):
-            path = getattr(cell, field)
+        for field, model_field in CHECKPOINT_MODELS.items():
+            path, arch = getattr(cell, field), getattr(cell, model_field)
             key = (field, getattr(cell, field + "_sha256"), arch, cell.dataset)
             if path is None or key in seen:
                 continue

@@ -2,11 +2,12 @@
 described below; the named grids are in bench/plan/grids.py)."""
 from __future__ import annotations
 
-import json
 import math
-from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 from bench.catalog import DATASETS
+from bench.plan import phase_keys
+from bench.plan.phase_keys import shared  # methods and plugins call it as bench.plan.estimate.shared
 
 if TYPE_CHECKING:
     from bench.config import RunConfig
@@ -74,38 +75,24 @@ class PhaseCost(NamedTuple):
     after: tuple | None = None
 
 
-def shared(cfg: RunConfig, kind: str, key: Mapping[str, Any]) -> tuple:
-    """The estimate's identity of a cached phase: the fields the cache keys it by at run time
-    (bench.plan.phase_keys), with the dataset's name standing in for its content fingerprint."""
-    from bench.plan.phase_keys import cache_fields
-
-    return (kind, json.dumps({**cache_fields(cfg), "train_fraction": cfg.train_fraction, **key},
-                             sort_keys=True, default=str))
-
-
 def train_images(cfg: RunConfig) -> float:
     return TRAIN_IMAGES.get(cfg.dataset, 45000) * cfg.train_fraction
 
 
 def dense_phase(cfg: RunConfig) -> PhaseCost:
-    """The dense CE network shared by magnitude, random and EGP (none when loaded)."""
-    from bench.plan.phase_keys import dense_key
-
-    if cfg.dense_checkpoint:  # loaded and measured once (CellContext._loaded)
-        return PhaseCost(shared(cfg, "dense-loaded", {"model": cfg.model}), "dense", 0.0,
-                         after=())
-    work = train_images(cfg) * cfg.dense_epochs * relative_cost(cfg.model, cfg.dataset)
-    return PhaseCost(shared(cfg, "dense-ce", dense_key(cfg)), "dense", work, after=())
+    """The dense CE network shared by magnitude, random and EGP (no work when loaded)."""
+    phase = phase_keys.dense(cfg)
+    work = 0.0 if phase.checkpoint else \
+        train_images(cfg) * cfg.dense_epochs * relative_cost(cfg.model, cfg.dataset)
+    return PhaseCost(shared(cfg, phase.kind, phase.key), phase.name, work, after=())
 
 
 def teacher_phase(cfg: RunConfig) -> PhaseCost:
-    from bench.plan.phase_keys import teacher_key
-
-    if cfg.teacher_checkpoint:
-        return PhaseCost(shared(cfg, "teacher-loaded", {"model": cfg.teacher}), "teacher", 0.0,
-                         after=())
-    work = train_images(cfg) * cfg.teacher_epochs * relative_cost(cfg.teacher, cfg.dataset)
-    return PhaseCost(shared(cfg, "teacher", teacher_key(cfg)), "teacher", work, after=())
+    """The dense teacher shared by the KD methods (no work when loaded)."""
+    phase = phase_keys.teacher(cfg)
+    work = 0.0 if phase.checkpoint else \
+        train_images(cfg) * cfg.teacher_epochs * relative_cost(cfg.teacher, cfg.dataset)
+    return PhaseCost(shared(cfg, phase.kind, phase.key), phase.name, work, after=())
 
 
 def default_cost(cfg: RunConfig) -> list[PhaseCost]:
