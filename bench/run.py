@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from bench.exec.dispatch import check_executor_args
+    from bench.cli.guards import check_executor_args
     from bench.store import ResultStore
 
     check_executor_args(args)
@@ -143,7 +143,7 @@ def _main(args: argparse.Namespace) -> int:
     store = ResultStore(args.results)
     if args.executor == "slurm":
         from bench.cli.arguments import status_command
-        from bench.exec.dispatch import run_slurm
+        from bench.slurm.submit import run_slurm
         from bench.slurm import SubmissionError, check_partition, describe, load_profile, \
             require_sbatch
 

@@ -96,3 +96,27 @@ def check_data_fits(cells: Iterable, args: argparse.Namespace, device: str) -> N
             raise UsageError(f"{dataset}: its splits need {need / 2**30:.1f} GiB on {device}, "
                              f"which has {free / 2**30:.1f} GiB free (a quarter is kept for the "
                              "model); use a larger device or --device cpu")
+
+
+def check_executor_args(args) -> None:
+    """bench.run's executor options must fit together; bad input is a UsageError (exit 2)."""
+    if args.workers is not None:
+        if args.executor != "local":
+            raise UsageError(f"--workers is for --executor local (not {args.executor})")
+        if args.workers < 1:
+            raise UsageError(f"--workers {args.workers} is invalid; it must be >= 1")
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if args.executor == "slurm":
+            raise UsageError("--threads is for the inprocess and local executors (a Slurm job "
+                             "uses the CPUs its profile asks for: cpus_per_task)")
+        if threads < 1:
+            raise UsageError(f"--threads {threads} is invalid; it must be >= 1")
+    if args.executor == "slurm" and not args.cluster:
+        raise UsageError("--executor slurm needs --cluster PROFILE (a name in slurm/, e.g. local, "
+                         "or a profile YAML path)")
+    if args.executor != "slurm":
+        if args.cluster:
+            raise UsageError("--cluster is for --executor slurm")
+        if args.wait:
+            raise UsageError("--wait is for --executor slurm (the other executors always wait)")

@@ -1,6 +1,5 @@
-"""Executing cells: in this process (the default), in worker subprocesses on this machine
-(`--executor local --workers N`), and on Slurm through submitit (`run_slurm`; the profiles, the job
-and the queue queries are in bench/slurm/).
+"""Executing cells: in this process (the default) and in worker subprocesses on this machine
+(`--executor local --workers N`). On Slurm, through submitit: bench/slurm/submit.py.
 
 Every path runs a cell through `run_one_locked`: the cell's file lock makes concurrent runs of the
 same store (several workers, Slurm jobs, a second command line) never run a cell twice, and the
@@ -10,17 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Sequence
 
 from bench.exec.cell import RunOptions
 from bench.config import RunConfig
 from bench.console import first_line, progress_bar
 from bench.exec.locked import Outcome, pending, run_one_locked
 from bench.store import ResultStore, StorageFull
-
-if TYPE_CHECKING:
-    from bench.slurm.profile import ClusterProfile
 
 
 def run_inprocess(cells: Sequence[RunConfig], store: ResultStore, options: RunOptions,
@@ -125,113 +120,3 @@ def _bar(items, enabled: bool):
     if not enabled or not items:
         return items
     return progress_bar(items, desc="cells", unit="cell")
-
-
-# --- Slurm ----------------------------------------------------------------------------------------
-
-
-def wait_for_slurm(cells: Sequence[RunConfig], store: ResultStore, *, progress: bool = True,
-                   poll_s: float = 3.0, grace_s: float = 60.0) -> dict[str, Any]:
-    """Block until none of `cells` is queued or running; returns {cell id: CellStatus}.
-
-    A submitted cell whose job Slurm no longer knows (not in squeue, not yet in sacct) is given
-    `grace_s` for accounting to catch up before it counts as settled."""
-    from bench.status import collect
-    from bench.status import counts as count_states
-
-    first_unknown: dict[str, float] = {}
-    bar = progress_bar(total=len(cells), desc="slurm", unit="cell") if progress else None
-    try:
-        while True:
-            states = collect(cells, store)
-            now = time.monotonic()
-            unsettled = 0
-            for cid, st in states.items():
-                if st.state in ("queued", "running"):
-                    unsettled += 1
-                elif st.state == "missing" and st.job_id:
-                    first_unknown.setdefault(cid, now)
-                    if now - first_unknown[cid] < grace_s:
-                        unsettled += 1
-            counts = count_states(states)
-            if bar is not None:
-                bar.n = len(cells) - unsettled
-                bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in counts.items() if v),
-                                    refresh=False)
-                bar.refresh()
-            if unsettled == 0:
-                return states
-            time.sleep(poll_s)
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def run_slurm(cells: Sequence[RunConfig], store: ResultStore, options: RunOptions,
-              profile: "ClusterProfile", *, grid_name: str, force: bool, wait_for_jobs: bool,
-              progress: bool, status_cmd: str) -> int:
-    """bench.run's --executor slurm: submit the missing cells; with `wait_for_jobs`, block until
-    every cell of the selection that is in Slurm's hands has settled. Returns the exit code."""
-    from bench.plugins import loaded_plugins
-    from bench.slurm.job import print_submission
-    from bench.slurm.queue import live_cells
-    from bench.status import collect, format_states
-
-    todo = pending(cells, store, force)
-    in_flight = live_cells(todo, store)
-    todo = [c for c in todo if c.id not in in_flight]
-    done = len(cells) - len(pending(cells, store, False))
-    print(f"grid {grid_name}: {len(cells)} cells: {done} done, {len(in_flight)} already queued or "
-          f"running in Slurm, {len(todo)} to submit")
-    if todo:
-        from bench.slurm.phases import plan_for, print_plan, submit_plan
-
-        plan = plan_for(todo, store, options)
-        print_plan(plan)
-        phase_ids, sub = submit_plan(plan, store, options, profile, force=force, grid=grid_name,
-                                     plugins=loaded_plugins())
-        if phase_ids:
-            print("phase jobs: " + ", ".join(f"{p} -> Slurm job {j}" for p, j in phase_ids.items()))
-        print_submission(sub, profile, status_cmd, store.root)
-    if not wait_for_jobs:
-        return 0
-    todo_ids = {c.id for c in todo}
-    waiting = [c for c in cells if c.id in in_flight or c.id in todo_ids]
-    t0 = time.perf_counter()
-    try:
-        if waiting:
-            wait_for_slurm(waiting, store, progress=progress)
-    except KeyboardInterrupt:
-        print(f"stopped waiting; the jobs keep running. Follow with: {status_cmd}",
-              file=sys.stderr)
-        return 130
-    states = collect(cells, store)
-    print(format_states(grid_name, cells, states, store))
-    print(f"waited {time.perf_counter() - t0:.1f}s for {len(waiting)} cells")
-    return 1 if any(s.state == "failed" for s in states.values()) else 0
-
-
-def check_executor_args(args) -> None:
-    """bench.run's executor options must fit together; bad input is a UsageError (exit 2)."""
-    from bench.registry import UsageError
-
-    if args.workers is not None:
-        if args.executor != "local":
-            raise UsageError(f"--workers is for --executor local (not {args.executor})")
-        if args.workers < 1:
-            raise UsageError(f"--workers {args.workers} is invalid; it must be >= 1")
-    threads = getattr(args, "threads", None)
-    if threads is not None:
-        if args.executor == "slurm":
-            raise UsageError("--threads is for the inprocess and local executors (a Slurm job "
-                             "uses the CPUs its profile asks for: cpus_per_task)")
-        if threads < 1:
-            raise UsageError(f"--threads {threads} is invalid; it must be >= 1")
-    if args.executor == "slurm" and not args.cluster:
-        raise UsageError("--executor slurm needs --cluster PROFILE (a name in slurm/, e.g. local, "
-                         "or a profile YAML path)")
-    if args.executor != "slurm":
-        if args.cluster:
-            raise UsageError("--cluster is for --executor slurm")
-        if args.wait:
-            raise UsageError("--wait is for --executor slurm (the other executors always wait)")

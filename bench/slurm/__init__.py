@@ -2,8 +2,10 @@
 
 One module per concern: `profile` (the YAML profiles in slurm/ and the sbatch parameters they
 make), `queue` (what the cluster says: MaxArraySize, partitions, squeue/sacct states, and the
-submissions file), `job` (the per-cell job and submitting job arrays). Submitting and waiting
-as an executor is `bench.exec.dispatch.run_slurm`, beside the other executors.
+submissions file), `plan` (shared phases as jobs of their own, cells after them), `phases`
+(submitting the plan, the phase jobs' state files), `job` (the per-cell job and submitting job
+arrays), `states` (where each cell stands: what bench.status prints) and `submit` (bench.run's
+--executor slurm: submit, then optionally wait).
 
     python -m bench.run --grid quick --executor slurm --cluster local [--wait]
     python -m bench.status --grid quick

@@ -7,7 +7,7 @@ import yaml
 from filelock import FileLock
 
 from bench.exec.cell import RunOptions
-from bench.exec.dispatch import Outcome, pending, run_one_locked
+from bench.exec.locked import Outcome, pending, run_one_locked
 from bench.plan.grids import make_config
 from bench.store import ResultStore
 from conftest import ROOT, TINY

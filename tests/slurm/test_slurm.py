@@ -1,4 +1,4 @@
-"""Slurm sweeps (bench/slurm/, bench/exec/dispatch.py run_slurm, bench/status.py).
+"""Slurm sweeps (bench/slurm/: the profiles, the plan, the jobs, submit.py and states.py; bench/status.py).
 
 Two kinds of tests:
   * cluster-free: profiles, the sbatch text submitit writes, chunking below MaxArraySize, the
@@ -307,7 +307,7 @@ def test_status_joins_store_submissions_squeue_and_sacct(tmp_path, monkeypatch):
     from bench.plan.grids import make_config
     from bench.slurm import record_submissions
     from bench.slurm.queue import _expand_job_ids
-    from bench.status import collect
+    from bench.slurm.states import collect
     from bench.store import ResultStore
 
     assert _expand_job_ids("12_[1-3,7%2]") == ["12_1", "12_2", "12_3", "12_7"]

@@ -114,7 +114,7 @@ def test_prefetch_computes_the_phase_and_stops_and_the_cell_then_reads_it(tmp_pa
 def test_status_names_the_failed_phase_a_cell_waits_for(tmp_path):
     from bench.slurm.phases import write_phase_status
     from bench.slurm.queue import record_submissions
-    from bench.status import collect
+    from bench.slurm.states import collect
 
     store = ResultStore(tmp_path)
     cell = RunConfig(method="tg-oneshot", sparsity=0.5, **BASE)
