@@ -1,10 +1,11 @@
-"""What the command lines share: one-line errors with exit code 2, and YAML files read safely."""
+"""What the command lines share: one-line errors with exit code 2 (the parser and the run of a
+command's body). The shared arguments and the selection of cells are in `arguments`, the input
+checks and clean stops of bench.run in `guards`."""
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from bench.registry import UsageError
 
@@ -34,12 +35,3 @@ def run_command(body: Callable[[argparse.Namespace], int], args: argparse.Namesp
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
-
-
-def read_yaml(path: Path) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None

@@ -130,7 +130,7 @@ def load_grid(name_or_path: str) -> Grid:
     if name_or_path.endswith((".yaml", ".yml", ".json")):
         from pathlib import Path
 
-        from bench.cli import read_yaml
+        from bench.store.files import read_yaml
 
         path = Path(name_or_path)
         if not path.is_file():

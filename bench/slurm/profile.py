@@ -51,7 +51,7 @@ def profile_names() -> list[str]:
 
 def load_profile(spec: str) -> ClusterProfile:
     """`spec` is a profile name (slurm/<name>.yaml) or a path to a YAML file."""
-    from bench.cli import read_yaml
+    from bench.store.files import read_yaml
 
     path = Path(spec)
     if not (spec.endswith((".yaml", ".yml")) or os.sep in spec):

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from filelock import FileLock, SoftFileLock
 
-from bench.store.records import atomic_torch_save, atomic_write_bytes, safe_torch_load, sha256_file
+from bench.store.files import atomic_torch_save, atomic_write_bytes, safe_torch_load, sha256_file
 
 log = logging.getLogger(__name__)
 

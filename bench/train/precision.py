@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import contextlib
 from functools import lru_cache
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Iterator
 
 import torch
 
 from bench.config import PRECISIONS  # noqa: E402  (defined where RunConfig checks it)
+# what a record says it ran at; defined with the records, importable here as before
+from bench.store.records import mixed_precisions, record_precision  # noqa: F401
 MEMORY_FORMATS = ("contiguous", "channels_last")
 CPUINFO = "/proc/cpuinfo"
 # x86: AVX512-BF16 (Cooper Lake, Sapphire Rapids, Zen 4+), AMX-BF16 (Sapphire Rapids+);
@@ -82,23 +84,6 @@ def resolve_memory_format(device: str | torch.device, model: str | None = None) 
             not (model or "").startswith(CPU_CONTIGUOUS_PREFIXES):
         return "channels_last"
     return "contiguous"
-
-
-def record_precision(record: Mapping[str, Any]) -> str:
-    """The precision a record was trained at. Records written before the field existed were fp32
-    on the CPU and bf16 autocast on CUDA (the trainer's only mode there)."""
-    value = record.get("precision")
-    if value in ("fp32", "bf16"):
-        return value
-    device = str((record.get("provenance") or {}).get("device") or "cpu")
-    return "bf16" if device.startswith("cuda") else "fp32"
-
-
-def mixed_precisions(records: Iterable[Mapping[str, Any]]) -> list[str]:
-    """The precisions of the finished records, sorted, if there is more than one, else []: a
-    table built from them must say so (a report's guard against mixing them silently)."""
-    found = sorted({record_precision(r) for r in records if r.get("status") == "ok"})
-    return found if len(found) > 1 else []
 
 
 @contextlib.contextmanager
