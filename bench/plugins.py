@@ -1,6 +1,6 @@
 """The one place that fills the registries (bench/catalog.py): built-ins, entry points and
---plugin files. The entry points (bench.run, bench.status, bench.report, bench.perf, the Slurm job,
-the local worker) call it once; a registry's first lookup calls `load_builtins` too."""
+--plugin files. The entry points (bench.run, bench.status, bench.report, bench.perf, bench.parity,
+the Slurm job, the local worker) call it once; a script or a test calls `load_builtins()`."""
 from __future__ import annotations
 
 import hashlib

@@ -13,7 +13,7 @@ from bench.store import validate_record
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
-load_builtins()  # as every command line does (a registry's first lookup would do it, too)
+load_builtins()  # once, as every command line does: the registries never load anything themselves
 
 # Tiny budgets for end-to-end cells: the synthetic dataset and the plain CNN run in ~1 s a cell.
 TINY = dict(dataset="synthetic", model="smallcnn", teacher="smallcnn", teacher_epochs=1,
