@@ -1,10 +1,10 @@
 """The method interface: what a pruning method receives and what it must return.
 
 A method is a function `run(ctx: MethodContext) -> nn.Module` registered with `register_method`.
-It gets everything through `ctx` (the protocol below; bench/exec/cell.py's CellContext implements it):
-the config, the data, a model factory, the one trainer, the phase cache and the clock. It returns
-the final masked model; the harness evaluates it on the test split, checks the mask contract,
-saves it and writes the record.
+It gets everything through `ctx` (the protocol below; bench/exec/context.py's CellContext
+implements it): the config, the data, a model factory, the one trainer, the phase cache and the
+clock. It returns the final masked model; the harness evaluates it on the test split, checks the
+mask contract, saves it and writes the record.
 
     @register_method("magnitude", options={"finetune_lr": Option(0.01)})
     def magnitude(ctx):

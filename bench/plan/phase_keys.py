@@ -1,6 +1,6 @@
 """The identity of every phase cells share through the cache: its kind and key, defined once.
 
-The cell computes a shared phase under this identity (bench/exec/cell.py: CellContext.teacher,
+The cell computes a shared phase under this identity (bench/exec/context.py: CellContext.teacher,
 dense_model, cached_phase), the GPU-hour estimate counts it once per identity
 (bench/plan/estimate.py), and the Slurm plan makes one job of it (bench/slurm/plan.py, through the
 estimate's phases). So the estimate and the plan count a phase once exactly where the harness runs

@@ -10,7 +10,8 @@ from torch import nn
 import methods.sd_objectives as sd_objectives
 import methods.self_distillation as sd
 from bench.store.cache import PhaseCache
-from bench.exec.cell import CellContext, cached_dataset, run_cell
+from bench.exec.cell import cached_dataset, run_cell
+from bench.exec.context import CellContext
 from bench.config import RunConfig
 from bench.data.loader import Batch
 from bench.masks import MASK_BUFFER, global_topk_mask, keep_count, prunable_modules
