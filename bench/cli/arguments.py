@@ -76,7 +76,7 @@ def select_cells(args: argparse.Namespace):
     import dataclasses
 
     from bench import catalog, plugins
-    from bench.plan.grids import load_grid
+    from bench.plan.grid import load_grid
     from bench.method import parse_method_spec
 
     for plugin in args.plugin:

@@ -8,7 +8,7 @@ from filelock import FileLock
 
 from bench.exec.cell import RunOptions
 from bench.exec.locked import Outcome, pending, run_one_locked
-from bench.plan.grids import make_config
+from bench.plan.grid import make_config
 from bench.store import ResultStore
 from conftest import ROOT, TINY
 

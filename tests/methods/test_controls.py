@@ -281,7 +281,7 @@ def test_top1_of_the_metrics_pass_equals_the_trainer_accuracy(tiny, tmp_path):
 
 
 def test_report_shows_metrics_missing_for_old_records_and_the_layer_figure(tiny, tmp_path):
-    from bench.plan.grids import Grid
+    from bench.plan.grid import Grid
     from bench.report.command import build_report
 
     store = ResultStore(tmp_path / "store")

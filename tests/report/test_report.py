@@ -14,8 +14,10 @@ import pytest
 
 from bench import catalog
 from bench.plugins import load_builtins
-from bench.plan.grids import (COLT_SPARSITY, RELATIVE_MACS_32, RESNET18_MACS_32, Grid,
-                         MethodAwareGrid, cell_phases, count_macs, estimate_gpu_hours, load_grid)
+from bench.plan.estimate import (RELATIVE_MACS_32, RESNET18_MACS_32, cell_phases, count_macs,
+                                 estimate_gpu_hours)
+from bench.plan.grid import Grid, MethodAwareGrid, load_grid
+from bench.plan.grids import COLT_SPARSITY
 from bench.registry import UsageError
 from bench.store import ResultStore
 

@@ -304,7 +304,7 @@ def test_submission_is_chunked_recorded_and_not_repeated(tmp_path, capsys, monke
 
 
 def test_status_joins_store_submissions_squeue_and_sacct(tmp_path, monkeypatch):
-    from bench.plan.grids import make_config
+    from bench.plan.grid import make_config
     from bench.slurm import record_submissions
     from bench.slurm.queue import _expand_job_ids
     from bench.slurm.states import collect

@@ -26,7 +26,7 @@ def test_metrics_file_of_a_cell_with_a_shared_phase(tmp_path):
     """A cell that trains a shared dense phase (cached_phase, a direct trainer.fit) and its own
     fine-tuning, then fails: its work folder (kept for a failed cell) holds every epoch."""
     from bench.exec.cell import RunOptions, run_cell
-    from bench.plan.grids import make_config
+    from bench.plan.grid import make_config
     from bench.masks import magnitude_scores
     from bench.method import register_method
     from bench.store import ResultStore
@@ -171,7 +171,7 @@ def test_tensorboard_event_files_read_back_by_tensorboard(tmp_path):
         assert loss == pytest.approx(r["phases"]["finetune"]["train_loss"], rel=1e-6)
         sp = acc.Scalars("sparsity/prunable")[-1].value
         assert sp == pytest.approx(r["sparsity"]["prunable"], abs=1e-6)
-    from bench.plan.grids import make_config
+    from bench.plan.grid import make_config
 
     assert run_name(make_config(method="magnitude", sparsity=0.5, **TINY)).startswith(
         "magnitude_synthetic_s0.5_seed0_")
@@ -237,7 +237,7 @@ def test_progress_estimate_and_phrase():
 def test_status_shows_progress_of_a_cell_running_here(tmp_path, capsys):
     """Fabricated work folders: a live process of this machine runs one cell (this test's own
     pid), a dead one had run another (missing, as before), a third failed (its record)."""
-    from bench.plan.grids import make_config
+    from bench.plan.grid import make_config
     from bench.status import main
     from bench.store import ResultStore
 
@@ -270,7 +270,7 @@ def test_status_shows_progress_of_a_cell_running_here(tmp_path, capsys):
 
 
 def test_status_shows_progress_of_a_slurm_job_on_another_node(tmp_path, monkeypatch, capsys):
-    from bench.plan.grids import make_config
+    from bench.plan.grid import make_config
     from bench.slurm import record_submissions
     from bench.status import main
     from bench.store import ResultStore
