@@ -1,7 +1,7 @@
 """The measuring tools every bench.perf row shares: synthetic CIFAR-shaped data and timers that
 interleave the contenders (one warm-up each, then the median of repeats), so a ratio survives a
-noisy machine better than either number alone. Apart from bench/perf/command.py so that row modules
-(bench/perf/precision.py) can use them without importing the command line back."""
+noisy machine better than either number alone. Apart from the command (bench/perf/command.py) so
+that the row modules use them without importing the command line back."""
 from __future__ import annotations
 
 import statistics

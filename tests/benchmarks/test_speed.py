@@ -12,7 +12,7 @@ from bench.data.loader import DeviceLoader
 from bench.train.importance import ImportanceEMA
 from bench.masks import attach_mask, global_topk_mask, magnitude_scores
 from bench.train.models import build_model
-from bench.perf.command import cifar_like
+from bench.perf.timing import cifar_like
 from bench.train.trainer import Phase, Trainer
 
 STEPS, BATCH = 4, 128

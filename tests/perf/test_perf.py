@@ -1,10 +1,11 @@
-"""bench/perf/command.py's command line and its cost rows (their arithmetic, not their timings)."""
+"""bench/perf/: its command line and its cost rows (their arithmetic, not their timings)."""
 import subprocess
 import sys
 
 import pytest
 
-from bench.perf.command import TARGETS, colt_against_oneshot
+from bench.perf.cells import colt_against_oneshot
+from bench.perf.command import TARGETS
 from conftest import ROOT, TINY, run_cli
 
 
@@ -44,7 +45,7 @@ def test_peak_rss_is_the_process_own_not_its_parents():
 
 
 def test_interleave_runs_contenders_in_turn_and_takes_medians():
-    from bench.perf.command import interleave
+    from bench.perf.timing import interleave
 
     calls = []
     times = {"a": iter([9.0, 3.0, 1.0, 2.0]), "b": iter([9.0, 5.0, 7.0, 6.0])}
