@@ -39,7 +39,7 @@ def peak_memory(device: torch.device) -> dict[str, float]:
 
 @lru_cache(maxsize=1)
 def _git_commit() -> str | None:
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]  # the repository holding bench/
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
                                 text=True, timeout=5).stdout.strip()

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
     from bench.report.stats import Ranking
 
-REPORTED_CSV = Path(__file__).resolve().parent.parent / "results" / "paper" / "reported.csv"
+REPO = Path(__file__).resolve().parents[2]  # bench/report/data.py -> the repository
+REPORTED_CSV = REPO / "results" / "paper" / "reported.csv"
 REPORTED_COLUMNS = ("source", "dataset", "method", "sparsity_overall_pct", "metric", "value",
                     "note")
 MATCH_TOLERANCE_PP = 1.0  # a printed sparsity matches our nearest cell within this many points
@@ -64,9 +65,9 @@ def from_report(path: str | Path, report_dir: str | Path) -> str:
 def shown_path(path: str | Path, report_dir: str | Path) -> str:
     """A file of the repository (results/paper/reported.csv) by its path in the repository,
     any other file relative to the report folder."""
-    resolved, repo = Path(path).resolve(), Path(__file__).resolve().parent.parent
-    if resolved.is_relative_to(repo):
-        return resolved.relative_to(repo).as_posix()
+    resolved = Path(path).resolve()
+    if resolved.is_relative_to(REPO):
+        return resolved.relative_to(REPO).as_posix()
     return from_report(path, report_dir)
 
 

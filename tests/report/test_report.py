@@ -409,3 +409,14 @@ def test_the_remake_command_rewrites_a_loaded_checkpoint_relative_to_the_report(
                                 f"teacher_checkpoint={ckpt}", "--set", "dense_epochs=6"], out)
     assert "--set teacher_checkpoint=../../runs/checkpoints/abc.pt" in command
     assert "--set dense_epochs=6" in command and str(tmp_path) not in command
+
+
+def test_the_paper_numbers_are_found_where_the_repository_keeps_them():
+    """The default --reported is results/paper/reported.csv of the repository (found from the
+    module's own path, which moved into bench/report/ in issue 31)."""
+    from bench.report.data import REPORTED_CSV, load_reported
+
+    assert REPORTED_CSV.is_file(), REPORTED_CSV
+    frame, note = load_reported(None, REPORTED_CSV.parent)
+    assert frame is not None and len(frame)
+    assert note == "Paper numbers from results/paper/reported.csv"
