@@ -11,8 +11,9 @@ ratio; the temperature ablation; our numbers beside the paper's printed ones
 (results/paper/reported.csv); and all of it in report.md and index.html. Missing, failed and
 corrupt cells are shown as such, never as numbers.
 
-Modules: bench.report.data (loading and numbers), bench.report.sections (one function per
-section), bench.report.writer (Markdown and HTML from the same sections), bench.report.stats.
+Modules (bench/report/): data (loading and numbers), derived (the frames derived from them),
+sections (one function per section), controls and claims (their sections), writer (Markdown and
+HTML from the same sections), tables, plots, stats.
 """
 from __future__ import annotations
 
@@ -23,9 +24,7 @@ from typing import Sequence
 from bench.report import sections
 from bench.cli import OneLineParser, run_command
 from bench.registry import UsageError
-from bench.report.data import (REFERENCE, REPORTED_CSV, ReportData, colt_ratio,  # noqa: F401
-                               load_report_data, load_reported, match_reported,
-                               temperature_tables, wallclock_table)
+from bench.report.data import REFERENCE, REPORTED_CSV, ReportData, load_report_data
 from bench.report.sections import safe_name
 from bench.report.writer import Report, Section, write_report
 from bench.cli.arguments import add_common

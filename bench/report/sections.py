@@ -9,9 +9,8 @@ import re
 from typing import TYPE_CHECKING
 
 from bench.report import stats
-from bench.report.data import (MATCH_TOLERANCE_PP, ReportData, colt_ratio, first_line,
-                               match_reported, mixed_precisions, temperature_tables,
-                               wallclock_table)
+from bench.report.data import MATCH_TOLERANCE_PP, ReportData, first_line, mixed_precisions
+from bench.report.derived import colt_ratio, match_reported, temperature_tables, wallclock_table
 from bench.report.writer import Bullets, Image, Paragraph, Section, Table, section
 
 if TYPE_CHECKING:
