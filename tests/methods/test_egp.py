@@ -1,4 +1,5 @@
-"""methods/egp.py: ReLU entropy against hand computations, budgets, skipped layers, the run."""
+"""methods/egp.py and egp_entropy.py: ReLU entropy against hand computations, budgets, skipped
+layers, the run."""
 from __future__ import annotations
 
 import math
@@ -12,7 +13,8 @@ from bench.config import RunConfig
 from bench.train.models import BasicBlock, build_model
 from bench.store import ResultStore
 from bench.masks import prune_per_layer
-from methods.egp import ReluEntropy, binary_entropy, egp_budgets, relu_entropy
+from methods.egp import egp_budgets
+from methods.egp_entropy import ReluEntropy, binary_entropy, relu_entropy
 
 
 def h(p: float) -> float:
