@@ -25,7 +25,8 @@ def load_builtins() -> None:
     if _loaded:
         return
     _loaded = True
-    # Importing a built-in module registers what it defines (methods/ imports each method file).
+    # Importing a built-in module registers what it defines (methods/ imports each method file);
+    # here, not at the top: importing them (torch and all) is what this call does, on demand.
     import bench.data  # noqa: F401
     import bench.data.folders  # noqa: F401
     import bench.train.models  # noqa: F401

@@ -60,6 +60,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from bench.catalog import DATASETS
 from bench.masks import Accounting, attach_mask, get_mask, keep_count, prepare_for_state_dict, \
     prunable_modules, prune_per_layer, sparsity_report
 from bench.plan.estimate import (PhaseCost, dense_phase, relative_cost, rounds_to, shared,
@@ -160,8 +161,6 @@ def check_target(config) -> str | None:
     """The method's precheck (bench.run --dry-run, and every cell before it trains): why the
     config's target is out of EGP's reach, or None. Builds the model once per shape (on the CPU,
     about a second for ResNet-18)."""
-    from bench.catalog import DATASETS
-
     spec = DATASETS.get(config.dataset)
     total, _, pruned_total = _structure(config.model, spec.num_classes, spec.channels,
                                         spec.image_size)

@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import torch
+
 from bench.train.importance import SCORES, ImportanceEMA
 from bench.train.losses import KD_NORMS, cross_entropy, teacher_guided_loss
 from bench.plan.estimate import PhaseCost, relative_cost, shared, teacher_phase, train_images
@@ -37,8 +39,6 @@ class TeacherGuidedObjective:
         self.teacher, self.alpha, self.temperature, self.kd_norm = teacher, alpha, temperature, kd_norm
 
     def __call__(self, model, batch):
-        import torch
-
         logits = model(batch.x)
         if self.alpha == 0.0:
             return cross_entropy(logits, batch.y), logits

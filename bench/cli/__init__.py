@@ -4,6 +4,7 @@ checks and clean stops of bench.run in `guards`."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -31,7 +32,5 @@ def run_command(body: Callable[[argparse.Namespace], int], args: argparse.Namesp
     except BrokenPipeError:
         # the reader went away (`bench.run --dry-run | head`): stop quietly, as Unix tools do;
         # stdout goes to /dev/null so that the interpreter's final flush does not fail again
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe

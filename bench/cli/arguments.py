@@ -4,9 +4,16 @@ bench.status command line that shows a selection."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shlex
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from bench import catalog, plugins
+from bench.method import parse_method_spec
+from bench.plan.grid import load_grid
 from bench.registry import UsageError
 
 DEFAULT_RESULTS = "results/store"
@@ -59,8 +66,6 @@ def parse_numbers(text: str | None, kind: type, what: str) -> list[Any] | None:
 
 
 def parse_value(text: str) -> Any:
-    import yaml
-
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -73,12 +78,6 @@ def parse_value(text: str) -> Any:
 def select_cells(args: argparse.Namespace):
     """The grid's cells after the command line's selections and overrides. Loads the --plugin
     files/modules and the built-ins first (every command that selects cells comes through here)."""
-    import dataclasses
-
-    from bench import catalog, plugins
-    from bench.plan.grid import load_grid
-    from bench.method import parse_method_spec
-
     for plugin in args.plugin:
         plugins.load_plugin(plugin)
     plugins.load_builtins()
@@ -128,8 +127,6 @@ def select_cells(args: argparse.Namespace):
 
 def status_command(args: Any) -> str:
     """The bench.status command line that shows the same selection as this bench.run."""
-    import shlex
-
     parts = ["python", "-m", "bench.status", "--grid", args.grid,
              "--results", str(Path(args.results).resolve())]
     for flag in ("methods", "datasets", "sparsities", "seeds", "temperatures", "precision"):
@@ -149,7 +146,7 @@ def status_command(args: Any) -> str:
 def check_device_name(name: str) -> None:
     """Validate --device's form (auto, cpu, cuda, cuda:N); whether CUDA exists is not checked
     (for Slurm that is the compute node's business)."""
-    import torch
+    import torch  # deferred: torch's start-up; --help and the selection never need it
 
     if name == "auto":
         return
@@ -163,7 +160,7 @@ def check_device_name(name: str) -> None:
 
 def resolve_device(name: str) -> str:
     """--device for a run on this machine: auto becomes cuda or cpu, and CUDA must exist."""
-    import torch
+    import torch  # deferred: torch's start-up; --help and the selection never need it
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"

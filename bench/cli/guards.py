@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 
 from bench.cli.arguments import check_device_name
 from bench.registry import UsageError
+from bench.store import StorageFull
 
 EXIT_SIGTERM = 128 + signal.SIGTERM
 
@@ -46,7 +47,7 @@ def check_models(cells: Iterable) -> None:
                          if name.startswith("timm:")})
     if not timm_names:
         return
-    import timm
+    import timm  # deferred: seconds of start-up, and only timm: names need it
 
     for name in timm_names:
         if not timm.is_model(name):
@@ -59,8 +60,6 @@ def run_guarded(run: Callable[[Callable, argparse.Namespace], int],
                 body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """`run(body, args)` (bench.cli.run_command) with SIGTERM turned into the same clean stop as
     Ctrl-C and a full disk into one line."""
-    from bench.store import StorageFull
-
     terminated = []
 
     def on_term(signum, frame):
@@ -84,6 +83,7 @@ def check_data_fits(cells: Iterable, args: argparse.Namespace, device: str) -> N
     running into an out-of-memory error in every cell."""
     if not device.startswith("cuda"):
         return
+    # deferred: torch and the cell's modules, whose start-up --help and --dry-run never need
     import torch
 
     from bench.exec.cell import cached_dataset

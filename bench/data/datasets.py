@@ -186,7 +186,7 @@ def _check_labels(spec: DatasetSpec, split: Split, what: str) -> None:
 
 
 def _load_digits(root: Path | None, download: bool) -> tuple[Split, Split]:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # deferred: ~2 s of start-up, for digits only
 
     bunch = load_digits()
     # Values are 0..16 counts of set pixels in a 4x4 block; scale to the uint8 range.
@@ -278,7 +278,7 @@ def _cifar_folder(root: Path | None, name: str, subdir: str, download: bool) -> 
     if root is None:
         raise DataError(f"{name} needs --data-root DIR holding {subdir}/ (the official python release)")
     if download:
-        import torchvision
+        import torchvision  # deferred: only --download uses it
 
         cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
         root.mkdir(parents=True, exist_ok=True)

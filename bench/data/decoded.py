@@ -13,9 +13,14 @@ import logging
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+import PIL
 import torch
+from PIL import Image
 
+from bench.console import progress_bar
 from bench.data.datasets import DataError, Split
+from bench.store import DamagedFile, atomic_torch_save, safe_torch_load
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +30,6 @@ Files = Sequence[tuple[Path, int]]
 
 
 def fingerprint(root: Path, *splits: Files) -> str:
-    import PIL
-
     h = hashlib.sha256(f"decoder={DECODER_VERSION};pillow={PIL.__version__}".encode())
     for files in splits:
         h.update(b"|split|")
@@ -42,8 +45,6 @@ def fingerprint(root: Path, *splits: Files) -> str:
 def load_or_decode(cache: Path, root: Path, train_files: Files, test_files: Files,
                    decode: Callable[[Files], Split]) -> tuple[Split, Split]:
     """The decoded (train, test) splits, from `cache` when it was made from these very files."""
-    from bench.store import DamagedFile, atomic_torch_save, safe_torch_load
-
     digest = fingerprint(root, train_files, test_files)
     if cache.is_file():
         try:
@@ -66,8 +67,6 @@ def load_or_decode(cache: Path, root: Path, train_files: Files, test_files: File
 
 def image_size_of(path: Path) -> int:
     """The side of a square image; a clear error for a non-square one."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             w, h = im.size
@@ -83,9 +82,6 @@ def decode_images(files: Files, size: int, *, resize: bool) -> Split:
     """RGB uint8 tensor N x 3 x size x size. Without `resize`, every image must already be
     size x size; with it, the shorter side is scaled to `size` (bilinear, antialiased) and the
     centre cropped."""
-    import numpy as np
-    from PIL import Image
-
     if not files:
         raise DataError("no images found")
     # Streamed into one preallocated tensor: a list of images and its stack would be 2x the split.
@@ -116,8 +112,6 @@ def decode_images(files: Files, size: int, *, resize: bool) -> Split:
 
 
 def _resize_crop(im, size: int):
-    from PIL import Image
-
     w, h = im.size
     scale = size / min(w, h)
     im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))),
@@ -130,6 +124,4 @@ def _resize_crop(im, size: int):
 def _bar(total: int):
     if total < 5000:  # small folders decode in a blink; no bar to flash by
         return None
-    from bench.console import progress_bar
-
     return progress_bar(total=total, desc="decoding images", unit="img", leave=False)

@@ -11,17 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from bench import catalog
 from bench.config import CHECKPOINT_MODELS
 from bench.registry import UsageError
+from bench.store import DamagedFile, safe_torch_load
+from bench.train.models import build_model
 
 STATE_KEYS = ("state_dict", "model", "model_state_dict", "net")
 
 
 def read_state_dict(path: str | Path) -> dict[str, Any]:
-    import torch
-
-    from bench.store import DamagedFile, safe_torch_load
-
     try:
         blob = safe_torch_load(Path(path).expanduser())
     except DamagedFile as exc:
@@ -65,9 +66,6 @@ def load_into(model, path: str | Path, what: str) -> None:
 def check_checkpoints(cells) -> None:
     """Load every distinct checkpoint into its configured model once before any training, so a
     wrong architecture or class count is one line (exit 2), not a failed grid."""
-    from bench import catalog
-    from bench.train.models import build_model
-
     seen = set()
     for cell in cells:
         for field, model_field in CHECKPOINT_MODELS.items():

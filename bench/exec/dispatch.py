@@ -7,14 +7,20 @@ phase cache's own lock makes cells that share a teacher or dense student wait fo
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
+import multiprocessing as mp
 import os
 import sys
+from dataclasses import replace
 from typing import Sequence
 
-from bench.exec.cell import RunOptions
+import torch
+
 from bench.config import RunConfig
 from bench.console import first_line, progress_bar
+from bench.exec.cell import RunOptions
 from bench.exec.locked import Outcome, pending, run_one_locked
+from bench.plugins import load_builtins, load_plugin, loaded_plugins
 from bench.store import ResultStore, StorageFull
 
 
@@ -47,12 +53,6 @@ def run_local(cells: Sequence[RunConfig], store: ResultStore, options: RunOption
 
     Spawned (not forked) workers start clean: they import the harness, load the same --plugin
     files/modules as this process, and split this machine's cores between them."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-    from dataclasses import replace
-
-    from bench.plugins import loaded_plugins
-
     outcome = Outcome()
     todo = pending(cells, store, force)
     outcome.skipped.extend(c.id for c in cells if c not in todo)
@@ -94,10 +94,6 @@ def run_local(cells: Sequence[RunConfig], store: ResultStore, options: RunOption
 
 
 def _init_worker(plugins: tuple[str, ...], threads: int) -> None:
-    import torch
-
-    from bench.plugins import load_builtins, load_plugin
-
     torch.set_num_threads(threads)
     for plugin in plugins:
         load_plugin(plugin)

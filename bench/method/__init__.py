@@ -17,6 +17,7 @@ mask contract, saves it and writes the record.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol
@@ -165,8 +166,6 @@ class Method:
     def options_for_label(self, label: str) -> dict[str, Any] | None:
         """The options whose row label is `label` (None if no combination of the label options'
         choices gives it): 'tg-oneshot-ft' -> {'retrain': 'ft'}, 'magnitude' -> {}."""
-        import itertools
-
         keys = [k for k in (*self.label_options, *self.label_variants)
                 if self.options[k].choices is not None]
         for values in itertools.product(*(self.options[k].choices for k in keys)):

@@ -24,6 +24,8 @@ that the round's seconds are its own; `ctx.extra["rounds"]` holds the per-round 
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -199,8 +201,6 @@ def shared_round(ctx: "MethodContext", kind: str, key: Mapping[str, Any], index:
 def state_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     """A short content hash of a mask or state: a shared round checks that the state it starts
     from is the one the cell holds (a mismatch is a bug, never silently another trajectory)."""
-    import hashlib
-
     h = hashlib.sha256()
     for name in sorted(tensors):
         h.update(name.encode())
@@ -217,8 +217,6 @@ def check_start(meta: Mapping[str, Any], digest: str, what: str) -> None:
 def timed(phases: dict[str, dict[str, Any]], name: str, sync: Callable[[], None]):
     """A context manager that records a non-training step's seconds in `phases[name]` (what
     CellContext.clock does for ctx.phases, for a round computed in a shared entry)."""
-    import contextlib
-
     @contextlib.contextmanager
     def clock():
         sync()

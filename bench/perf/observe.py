@@ -9,7 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.data import load_dataset
+from bench.masks import attach_mask, global_topk_mask, magnitude_scores
 from bench.perf.timing import alternate, timed
+from bench.train.metrics_log import MetricsLog
+from bench.train.models import build_model
 from bench.train.trainer import Hook, Phase, PhaseResult, TrainState, Trainer
 
 
@@ -46,15 +50,8 @@ def observer_cost(device: str, repeats: int, model_name: str = "smallcnn",
     """Seconds per epoch with and without the observer (medians); the observer's own seconds
     per epoch (`hooks`, its phase start excluded) and per phase start (`phase_start`), for a
     model at 90 % sparsity (so the sparsity figures are computed too)."""
-    import torch
-
-    from bench.data import load_dataset
-    from bench.masks import attach_mask, global_topk_mask, magnitude_scores
-    from bench.train.metrics_log import MetricsLog
-    from bench.train.models import build_model
-
     try:
-        import torch.utils.tensorboard  # noqa: F401
+        import torch.utils.tensorboard  # noqa: F401  (deferred: optional, the [tb] extra)
         with_tb = True
     except ImportError:
         with_tb = False

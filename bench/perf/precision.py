@@ -8,9 +8,12 @@ from typing import Callable, Sequence
 
 import torch
 
-from bench.train.models import build_model
 from bench.perf.timing import cifar_like, interleave, timed
-from bench.train.precision import BF16_CPU_FLAGS, cpu_flags
+from bench.train import precision as train_precision
+from bench.train.flops import macs_per_image
+from bench.train.models import build_model
+from bench.train.precision import (BF16_CPU_FLAGS, cpu_flags, resolve_memory_format,
+                                   resolve_precision)
 from bench.train.trainer import Phase, Trainer
 
 TARGET_RATIO = {"resnet20": 1.8, "resnet18": 2.0}  # issue 22, auto against fp32 contiguous
@@ -38,8 +41,6 @@ def precision_throughput(model_name: str, device: str, steps: int, repeats: int,
 def training_gflops(model_name: str, images_per_second: float, image_size: int = 32) -> float:
     """Achieved GFLOP/s of training: 2 FLOPs per multiply-accumulate, and a backward pass costs
     two forwards (gradients of inputs and of weights), so 6 x bench.train.flops' dense MACs per image."""
-    from bench.train.flops import macs_per_image
-
     dense, _ = macs_per_image(build_model(model_name, 10, 3, image_size), 3, image_size)
     return 6 * dense * images_per_second / 1e9
 
@@ -62,10 +63,8 @@ def cpu_peak_gflops(flags: frozenset[str] | None = None, cores: int | None = Non
 
 
 def _cpu_mhz() -> float:
-    from bench.train import precision
-
     try:
-        with open(precision.CPUINFO) as f:
+        with open(train_precision.CPUINFO) as f:
             for line in f:
                 if line.lower().startswith("cpu mhz"):
                     return float(line.split(":")[1])
@@ -90,8 +89,6 @@ def parse_variants(text: str | None) -> list[tuple[str, str]]:
 
 
 def precision_rows(args: argparse.Namespace, row: Callable[[str, str, str, str], None]) -> None:
-    from bench.train.precision import resolve_memory_format, resolve_precision
-
     models = args.models.split(",") if args.models else ["resnet20", "resnet18"]
     variants = parse_variants(args.variants)
     cpu = not args.device.startswith("cuda")

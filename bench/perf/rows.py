@@ -4,9 +4,7 @@ and of importance scoring, and the per-batch crops against the windowed loader (
 from __future__ import annotations
 
 import torch
-import torchvision.transforms as T
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 import bench.train.trainer as trainer_module
 from bench.data.loader import DeviceLoader
@@ -53,6 +51,10 @@ def throughput(model_name: str, device: str, steps: int, repeats: int, batch: in
 
 def pipeline(device: str, n: int, repeats: int, batch: int = 128) -> tuple[float, float, int]:
     """Images/s of the device loader (crop+flip+normalise) against torchvision's DataLoader."""
+    # deferred: torchvision's ~2 s start-up, for this row only
+    import torchvision.transforms as T
+    from torch.utils.data import DataLoader, Dataset
+
     data = cifar_like(n)
     loader = DeviceLoader(data.train, data, batch, train=True, device=device)
 

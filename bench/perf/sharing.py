@@ -8,6 +8,12 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from bench.config import RunConfig
+from bench.exec.cell import RunOptions, run_cell
+from bench.plan.estimate import estimate_gpu_hours
+from bench.plan.grids import QUICK_BASE
+from bench.store import ResultStore
+
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
 BUDGETS = {"round_epochs": 4, "sparse_epochs": 2}  # issue 19's setting, on the quick grid's base
 TARGET = {"colt": 2.0, "egp": 1.4}
@@ -19,11 +25,6 @@ def grids(method: str, device: str, folder: Path,
     cell by cell (shared s1, alone s1, shared s2, ...) so that a change of load on the machine
     hits both sides alike. Per side: wall-clock seconds, and the seconds of the training phases
     this run actually computed (what the estimate models)."""
-    from bench.exec.cell import RunOptions, run_cell
-    from bench.config import RunConfig
-    from bench.plan.grids import QUICK_BASE
-    from bench.store import ResultStore
-
     out = {side: {"wall": 0.0, "trained": 0.0} for side in ("shared", "alone")}
     for s in sparsities:
         cfg = RunConfig(method=method, sparsity=s, **{**QUICK_BASE, **BUDGETS})
@@ -42,10 +43,6 @@ def grids(method: str, device: str, folder: Path,
 
 def estimated_ratio(method: str, sparsities: Sequence[float] = SPARSITIES) -> float:
     """The dry run's cost of the grid with --no-share over its cost with sharing."""
-    from bench.config import RunConfig
-    from bench.plan.estimate import estimate_gpu_hours
-    from bench.plan.grids import QUICK_BASE
-
     cells = [RunConfig(method=method, sparsity=s, **{**QUICK_BASE, **BUDGETS}) for s in sparsities]
     return estimate_gpu_hours(cells, share=False) / estimate_gpu_hours(cells)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, NamedTuple, Sequence
 
-from bench.catalog import DATASETS
+from bench.catalog import DATASETS, METHODS
 from bench.plan import phase_keys
 from bench.plan.phase_keys import shared  # methods and plugins call it as bench.plan.estimate.shared
 
@@ -54,6 +54,7 @@ def relative_cost(model: str, dataset: str) -> float:
 
 def count_macs(model: str, num_classes: int = 10, channels: int = 3, size: int = 32) -> float:
     """Forward multiply-accumulates of one image through a registered model (Conv2d + Linear)."""
+    # deferred: the estimate itself builds no model (torch's start-up); only this check does
     from bench.train.flops import macs_per_image
     from bench.train.models import build_model
 
@@ -103,8 +104,6 @@ def default_cost(cfg: RunConfig) -> list[PhaseCost]:
 
 def cell_phases(cfg: RunConfig) -> list[PhaseCost]:
     """The phases of a cell as its method declares them (register_method(cost=...))."""
-    from bench.catalog import METHODS
-
     method = METHODS.get(cfg.method)
     return (method.cost or default_cost)(cfg)
 

@@ -18,16 +18,21 @@ HTML from the same sections), tables, plots, stats.
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 from typing import Sequence
 
-from bench.report import sections
 from bench.cli import OneLineParser, run_command
+from bench.cli.arguments import add_common, select_cells
+from bench.config import CHECKPOINT_FIELDS
 from bench.registry import UsageError
-from bench.report.data import REFERENCE, REPORTED_CSV, ReportData, load_report_data
+from bench.report import controls, sections
+from bench.report.claims import claims_section
+from bench.report.data import REFERENCE, REPORTED_CSV, ReportData, from_report, load_report_data
 from bench.report.sections import safe_name
 from bench.report.writer import Report, Section, write_report
-from bench.cli.arguments import add_common
+from bench.store import ResultStore
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,9 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def report_sections(data: ReportData, layer_sparsity: float | None = None) -> list[Section]:
     """The report, in reading order."""
-    from bench.report import controls
-    from bench.report.claims import claims_section
-
     out = [sections.header(data, data.store_root)]
     for dataset in data.datasets:
         out += [sections.accuracy(data, dataset), controls.metrics_section(data, dataset),
@@ -78,11 +80,6 @@ PATH_FLAGS = ("--results", "--out", "--reported", "--data-root", "--plugin", "--
 def portable_command(argv: Sequence[str], report_dir: str | Path) -> str:
     """This command as it runs from the report folder: path arguments relative to it, so a
     shared report names no absolute path of this machine."""
-    import shlex
-
-    from bench.config import CHECKPOINT_FIELDS
-    from bench.report.data import from_report
-
     out, i, argv = [], 0, list(argv)
     if "--out" not in argv and not any(a.startswith("--out=") for a in argv):
         argv += ["--out", str(report_dir)]
@@ -107,17 +104,12 @@ def portable_command(argv: Sequence[str], report_dir: str | Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import sys
-
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return run_command(_main, args)
 
 
 def _main(args: argparse.Namespace) -> int:
-    from bench.cli.arguments import select_cells
-    from bench.store import ResultStore
-
     results = Path(args.results)
     if not results.is_dir():
         raise UsageError(f"results directory {str(results)!r} does not exist; run "

@@ -7,15 +7,18 @@ before these fields existed show as "missing", never as a number or a crash.
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
+from bench import catalog
+from bench.report import plots
 from bench.report.data import ReportData, on_target_ok
 from bench.report.sections import safe_name
 from bench.report.writer import Image, Paragraph, Table, section
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from bench.report.writer import Section
 
 METRICS = (("test_top5", "top-5 %", 100.0, 2), ("test_ece", "ECE %", 100.0, 2),
@@ -30,8 +33,6 @@ def _ok(data: ReportData, dataset: str) -> "pd.DataFrame":
 def metrics_frame(data: ReportData, dataset: str) -> "pd.DataFrame":
     """Long form: row, sparsity, metric means over the on-target ok seeds, n, and how many of
     those seeds' records lack the metrics (written before they were measured)."""
-    import pandas as pd
-
     ok = _ok(data, dataset)
     out = []
     for (row, sparsity), group in ok.groupby(["row", "sparsity"], sort=False):
@@ -58,8 +59,6 @@ def _text(entry: "pd.Series") -> str:
 
 
 def metrics_section(data: ReportData, dataset: str) -> "Section":
-    import pandas as pd
-
     long = metrics_frame(data, dataset)
     stem = f"metrics_{safe_name(dataset)}"
     if long.empty:
@@ -82,8 +81,6 @@ def metrics_section(data: ReportData, dataset: str) -> "Section":
 def layer_frame(data: ReportData, dataset: str, sparsity: float) -> "pd.DataFrame":
     """row, layer (in network order), its index, sparsity % of the layer (mean over the on-target
     ok seeds), seeds. Dense stand-ins (small-dense) have no mask and are left out."""
-    import pandas as pd
-
     ok = _ok(data, dataset)
     ok = ok[(ok["sparsity"] == sparsity) & (ok.get("sparsity_over") != "width")]
     records, _ = data.store.load_all(list(ok["id"]))
@@ -106,15 +103,13 @@ def layer_frame(data: ReportData, dataset: str, sparsity: float) -> "pd.DataFram
 def _network_order(record: dict, names: list[str]) -> list[str]:
     """`names` in the order the network runs them: records store layers with sorted keys. The
     model is built on the meta device (shapes only); where that fails, numbers sort as numbers."""
-    import re
-
     def natural(name: str) -> list:
         return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"\.", name)]
 
     try:
+        # deferred: torch's start-up, which `bench.report --help` need not pay
         import torch
 
-        from bench import catalog
         from bench.masks import prunable_modules
         from bench.train.models import build_model
 
@@ -142,8 +137,6 @@ def chosen_sparsity(data: ReportData, dataset: str, wanted: float | None) -> flo
 
 
 def layer_section(data: ReportData, dataset: str, wanted: float | None = None) -> "Section":
-    from bench.report import plots
-
     sparsity = chosen_sparsity(data, dataset, wanted)
     title = f"{dataset}: per-layer sparsity"
     frame = layer_frame(data, dataset, sparsity) if sparsity is not None else None

@@ -8,18 +8,20 @@ text and figures.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import pandas as pd
 
 from bench.console import first_line
-from bench.report.phase_times import phase_group
 from bench.registry import UsageError
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from bench.report.stats import Ranking
+from bench.report import stats
+from bench.report.phase_times import phase_group
+from bench.report.stats import Ranking
+from bench.report.tables import expected_frame, merge_status, summarize
+from bench.store import flatten_record
 
 REPO = Path(__file__).resolve().parents[2]  # bench/report/data.py -> the repository
 REPORTED_CSV = REPO / "results" / "paper" / "reported.csv"
@@ -57,8 +59,6 @@ class ReportData:
 def from_report(path: str | Path, report_dir: str | Path) -> str:
     """`path` relative to the report folder: what a shared report prints instead of this
     machine's absolute paths."""
-    import os
-
     return Path(os.path.relpath(Path(path).resolve(), Path(report_dir).resolve())).as_posix()
 
 
@@ -75,11 +75,6 @@ def load_report_data(grid, cells, store, reported_path: str | Path | None = None
                      against: str | None = None, report_dir: str | Path = ".") -> ReportData:
     """`against`: the row to pair every other with (default REFERENCE where the grid has it);
     a label the grid does not have is a usage error that lists the rows."""
-    import pandas as pd
-
-    from bench.store import flatten_record
-    from bench.report.tables import expected_frame, merge_status, summarize
-
     records, problems = store.load_all([c.id for c in cells])
     frame = pd.DataFrame([flatten_record(r) for r in records])
     if len(frame):  # top-level, resolved; records from before mixed precision ran at fp32
@@ -118,8 +113,6 @@ def add_statistics(data: ReportData, against: str | None = None) -> None:
     """Paired comparisons against the reference row (their marks go into the summary's `mark`
     column, which the tables print), the ranking over complete settings, and a `precision_tag`
     on every group of a dataset whose ok cells ran at more than one precision."""
-    from bench.report import stats
-
     rows = list(dict.fromkeys(data.merged["row"])) if len(data.merged) else []
     if against is not None and against not in rows:
         raise UsageError(f"--against {against!r} is not a row of this grid; valid: "
@@ -185,8 +178,6 @@ def mixed_precisions(data: ReportData, dataset: str) -> list[str]:
 
 def load_reported(path: str | Path | None, report_dir: str | Path = "."
                   ) -> tuple["pd.DataFrame | None", str]:
-    import pandas as pd
-
     explicit = path is not None
     path = Path(path) if explicit else REPORTED_CSV
     if not path.is_file():

@@ -4,12 +4,12 @@ beside the paper's printed ones. Pure computations; bench.report.sections shows 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+
+import pandas as pd
 
 from bench.report.data import COLT_POINT, MATCH_TOLERANCE_PP, ONE_SHOT, ReportData
-
-if TYPE_CHECKING:
-    import pandas as pd
+from bench.report.stats import t_interval
+from bench.report.tables import summarize
 
 
 def wallclock_table(data: ReportData, dataset: str) -> "pd.DataFrame":
@@ -17,8 +17,6 @@ def wallclock_table(data: ReportData, dataset: str) -> "pd.DataFrame":
     phase's share of the mean total, over all its ok cells (every sparsity and seed); '*' marks a
     phase shared through the cache (teacher, dense network), whose seconds are those it took when
     it was computed."""
-    import pandas as pd
-
     ph = data.phases[data.phases["dataset"] == dataset]
     out = []
     for row in dict.fromkeys(data.merged.loc[data.merged["dataset"] == dataset, "row"]):
@@ -57,8 +55,6 @@ def colt_ratio(data: ReportData, dataset: str) -> tuple[str, "pd.DataFrame | Non
     and dense student included), without the teacher (trained once per dataset; the fair-
     comparison rule reports it separately), and the cell's own phases (what one more sparsity
     costs in a grid that shares the teacher and student). COLT's cost is all its own."""
-    import pandas as pd
-
     m = data.merged[(data.merged["dataset"] == dataset) & (data.merged["status"] == "ok")]
     colt = m[m["method"] == "colt"]
     one = m[m["method"] == ONE_SHOT]
@@ -110,8 +106,6 @@ def _reported_ratio(reported: "pd.DataFrame | None", dataset: str) -> str:
 def temperature_tables(data: ReportData) -> list[tuple[str, "pd.DataFrame"]]:
     """For each dataset and method label swept over several temperatures: rows T, columns
     sparsity, cells as in the accuracy tables (best mean per column in bold)."""
-    from bench.report.tables import summarize
-
     m = data.merged
     out = []
     if m.empty:
@@ -128,10 +122,6 @@ def match_reported(reported: "pd.DataFrame | None", data: ReportData) -> "pd.Dat
     """Each printed number of the grid's datasets beside our nearest cell (results/paper/README.md
     states the rule): per our row of that method, the grid sparsity whose mean overall sparsity
     (or the grid sparsity itself, when no seed is ok) is nearest the printed overall sparsity."""
-    import pandas as pd
-
-    from bench.report.stats import t_interval
-
     cols = ["dataset", "metric", "paper method", "paper sparsity %", "paper", "our row",
             "our sparsity", "our overall %", "ours", "ours − paper", "paper in our 95% CI"]
     if reported is None:

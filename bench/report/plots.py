@@ -2,16 +2,25 @@
 multiply-accumulates, radar plots and per-layer sparsity; and one critical-difference diagram over
 all settings.
 
-Each takes the summary frame of bench.report.tables.summarize (one row per dataset x row x sparsity, with
-`n`, `mean`, `std` in %) and returns a matplotlib Figure with exactly one Line2D per method row (per
-panel), so a caller (or a test) can count them. Groups without an ok seed are NaN: a gap in the line, never a 0.
-matplotlib and seaborn are imported inside the functions (Agg backend) so command lines start fast.
+Each takes the summary frame of bench.report.tables.summarize (one row per dataset x row x
+sparsity, with `n`, `mean`, `std` in %) and returns a matplotlib Figure with exactly one Line2D per
+method row (per panel), so a caller (or a test) can count them. Groups without an ok seed are NaN:
+a gap in the line, never a 0.
+
+matplotlib (Agg backend), seaborn and scikit-posthocs are imported inside the functions that draw,
+not at the top: about 4 s of start-up that `bench.report --help` and the report's tests of tables
+and numbers need not pay.
 """
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from bench.store import atomic_write_bytes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,7 +30,7 @@ RADAR_LEVELS = (0.5, 0.75, 0.9, 0.94, 0.98)  # the paper's radar figure (docs/me
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # deferred, with the Agg backend: see the module's docstring
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -30,7 +39,7 @@ def _pyplot():
 
 
 def _palette(n: int) -> list:
-    import seaborn as sns
+    import seaborn as sns  # deferred: see the module's docstring
 
     return sns.color_palette("tab10" if n <= 10 else "husl", n)
 
@@ -57,14 +66,10 @@ def _interval(group) -> tuple[float, float]:
 
 
 def _forward(x):
-    import numpy as np
-
     return -np.log10(np.clip(1.0 - np.asarray(x, dtype=float) / 100.0, 1e-6, None))
 
 
 def _inverse(y):
-    import numpy as np
-
     return 100.0 * (1.0 - np.power(10.0, -np.asarray(y, dtype=float)))
 
 
@@ -72,7 +77,7 @@ def accuracy_curves(summary: "pd.DataFrame", dataset: str, title: str | None = N
     """Test accuracy (%) against sparsity (%) of `dataset`: one line per method row (markers at
     the means), a band and bars of the 95 % t interval over seeds where there are three or more.
     The x axis is spaced by -log10(1 - sparsity), so 90 %, 98 % and 99 % stay apart."""
-    import seaborn as sns
+    import seaborn as sns  # deferred: see the module's docstring
 
     plt = _pyplot()
     df = summary[summary["dataset"] == dataset]
@@ -107,7 +112,7 @@ def cost_curves(summary: "pd.DataFrame", dataset: str) -> "Figure | None":
     against the sparse multiply-accumulates per image, both on log axes: one line per method row
     in each panel, ordered by sparsity, with bars of the 95 % t interval of the accuracy where
     n >= 3. None when no record carries the cost accounting."""
-    import seaborn as sns
+    import seaborn as sns  # deferred: see the module's docstring
 
     df = summary[summary["dataset"] == dataset]
     if "compression_ratio" not in df or df["compression_ratio"].notna().sum() == 0:
@@ -150,7 +155,7 @@ def cost_curves(summary: "pd.DataFrame", dataset: str) -> "Figure | None":
 def _plain_log_axis(ax) -> None:
     """A log x axis labelled 1, 2, 5, 10, 20, ... (matplotlib's default labels its minor ticks
     with overlapping 2x10^0-style text)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # deferred: docstring
 
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -162,7 +167,7 @@ def radar(summary: "pd.DataFrame", dataset: str, levels: Sequence[float] = RADAR
           title: str | None = None) -> "Figure | None":
     """Accuracy at the paper's radar levels that the grid has, one closed line per method row.
     None when fewer than three levels are present (no polygon to draw)."""
-    import seaborn as sns
+    import seaborn as sns  # deferred: see the module's docstring
 
     df = summary[summary["dataset"] == dataset]
     present = [s for s in levels if any(abs(s - v) < 1e-9 for v in df["sparsity"].unique())]
@@ -202,7 +207,7 @@ def cd_diagram(ranks: "pd.Series", nemenyi: "pd.DataFrame", cd: float,
     """Demšar's critical-difference diagram, drawn by scikit-posthocs: average ranks on the axis
     (1 = best, at the left) and a bar joining rows whose Nemenyi p >= alpha. The CD goes in the
     title: the library's own CD segment is drawn over the rank tick labels."""
-    import scikit_posthocs as sp
+    import scikit_posthocs as sp  # deferred: see the module's docstring
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 0.6 + 0.35 * len(ranks)), dpi=120)
@@ -222,7 +227,7 @@ def training_curves(curves: "pd.DataFrame", dataset: str) -> "Figure | None":
     phase, one line per method row (mean over seeds). A phase that runs per sparsity is drawn
     at the highest sparsity that has it, where a short budget shows first; shared phases are
     the same at every sparsity."""
-    import seaborn as sns
+    import seaborn as sns  # deferred: see the module's docstring
 
     df = curves[curves["dataset"] == dataset] if curves is not None and len(curves) else None
     if df is None or not len(df):
@@ -259,7 +264,7 @@ def training_curves(curves: "pd.DataFrame", dataset: str) -> "Figure | None":
 def layer_sparsity(frame: "pd.DataFrame", title: str) -> "Figure":
     """Sparsity (%) of each prunable layer in network order (bench.report.controls.layer_frame):
     one line per method row, so a method that empties or spares layers shows it."""
-    import seaborn as sns
+    import seaborn as sns  # deferred: see the module's docstring
 
     plt = _pyplot()
     rows = list(dict.fromkeys(frame["row"]))
@@ -284,10 +289,6 @@ def layer_sparsity(frame: "pd.DataFrame", title: str) -> "Figure":
 
 def save(fig: "Figure", path: str | Path) -> Path:
     """PNG written atomically beside the report; the figure is closed (frees its memory)."""
-    import io
-
-    from bench.store import atomic_write_bytes
-
     plt = _pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")

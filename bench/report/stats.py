@@ -33,7 +33,7 @@ BETTER, WORSE, SAME, REFERENCE = "↑", "↓", "≈", "ref"
 
 def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float]:
     """Two-sided Student-t interval of the mean; (NaN, NaN) for fewer than two values."""
-    from scipy import stats
+    from scipy import stats  # deferred: ~1 s of start-up that bench.report --help skips
 
     n = len(values)
     if n < 2:
@@ -47,7 +47,7 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, fl
 def seeds_needed(effect_size: float = 1.0, power: float = 0.8, alpha: float = ALPHA) -> int:
     """Seeds (pairs) a two-sided paired t-test needs to detect a mean difference of
     `effect_size` standard deviations of the differences with the given power."""
-    from statsmodels.stats.power import TTestPower
+    from statsmodels.stats.power import TTestPower  # deferred: statsmodels' ~2 s start-up
 
     n = TTestPower().solve_power(effect_size=effect_size, power=power, alpha=alpha,
                                  alternative="two-sided")
@@ -68,7 +68,7 @@ class Paired:
 
 def paired(method: Mapping[int, float], reference: Mapping[int, float]) -> Paired:
     """Pair the two by seed (only seeds both have) and test the mean difference."""
-    from scipy import stats
+    from scipy import stats  # deferred: ~1 s of start-up that bench.report --help skips
 
     seeds = tuple(sorted(set(method) & set(reference)))
     diffs = [method[s] - reference[s] for s in seeds]
@@ -89,7 +89,7 @@ def paired(method: Mapping[int, float], reference: Mapping[int, float]) -> Paire
 
 def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> list[float]:
     """Holm-adjusted p-values (NaN stays NaN and does not count as a comparison)."""
-    from statsmodels.stats.multitest import multipletests
+    from statsmodels.stats.multitest import multipletests  # deferred: ~2 s start-up
 
     idx = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
     out = [math.nan] * len(pvalues)
@@ -155,7 +155,7 @@ class Ranking:
 def ranking(summary: pd.DataFrame, methods: Sequence[str] | None = None) -> Ranking:
     """Ranks of the summary's rows by mean accuracy per (dataset, sparsity), over the settings where
     every row of `methods` (default: all rows) has n > 0."""
-    from scipy import stats
+    from scipy import stats  # deferred: ~1 s of start-up that bench.report --help skips
 
     methods = tuple(methods) if methods is not None else tuple(dict.fromkeys(summary["row"]))
     has = summary[(summary["n"] > 0) & summary["row"].isin(methods)]
@@ -182,14 +182,14 @@ def ranking(summary: pd.DataFrame, methods: Sequence[str] | None = None) -> Rank
 
 def nemenyi_pvalues(matrix: pd.DataFrame) -> pd.DataFrame:
     """Nemenyi's pairwise p-values after Friedman on a settings x methods accuracy matrix."""
-    import scikit_posthocs as sp
+    import scikit_posthocs as sp  # deferred: ~2 s start-up, for the ranking only
 
     return sp.posthoc_nemenyi_friedman(matrix.reset_index(drop=True))
 
 
 def critical_difference(k: int, n: int, alpha: float = ALPHA) -> float:
     """Demšar (2006): two average ranks differ when they are more than this apart (Nemenyi)."""
-    from scipy import stats
+    from scipy import stats  # deferred: ~1 s of start-up that bench.report --help skips
 
     q = float(stats.studentized_range.ppf(1 - alpha, k, math.inf)) / math.sqrt(2)
     return q * math.sqrt(k * (k + 1) / (6.0 * n))

@@ -8,6 +8,7 @@ becomes a number.
 """
 from __future__ import annotations
 
+import html
 import math
 from typing import Iterable, Sequence
 
@@ -15,6 +16,7 @@ import pandas as pd
 
 from bench.config import RunConfig
 from bench.console import first_line
+from bench.report.stats import t_interval
 
 NOT_OK = ("failed", "missing", "corrupt")
 OFF_TARGET_PP = 0.1  # an ok seed whose prunable sparsity misses its target by more is off target
@@ -102,8 +104,6 @@ def summarize(merged: pd.DataFrame, by: Sequence[str] = ("dataset", "row", "spar
     mean sparsity reached in %), the precisions the ok seeds ran at, and the text that tables
     print. Cost columns (compression ratio, multiply-accumulates per image) are means over the
     on-target ok seeds, NaN where records predate them."""
-    from bench.report.stats import t_interval
-
     rows = []
     if merged.empty:
         return pd.DataFrame(columns=[*by, "n", "mean", "std", "ci_low", "ci_high", "failed",
@@ -211,8 +211,6 @@ LATEX_MARKS = {"↑": r"$\uparrow$", "↓": r"$\downarrow$", "≈": r"$\approx$"
 def _escape(text: str, style: str) -> str:
     """Free text (labels, error messages) made safe for the output format."""
     if style == "html":
-        import html
-
         return html.escape(text)
     if style == "latex":
         return "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
@@ -289,8 +287,6 @@ def to_latex(table: pd.DataFrame, caption: str = "", label: str = "") -> str:
 
 def to_html(table: pd.DataFrame) -> str:
     """A plain HTML table; cell texts must already be HTML (pivot(..., style="html"))."""
-    import html
-
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in [table.index.name or ""]
                    + list(table.columns))
     body = "".join("<tr><th>" + html.escape(str(i)) + "</th>"

@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence, Union
 
+from bench.report import plots
+from bench.report.tables import to_html, to_markdown
+from bench.store import atomic_write_bytes
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -69,9 +73,6 @@ class Report:
 
 def write_report(sections: Sequence[Section], out: Path, title: str) -> Report:
     """Side files and figures first, then report.md and index.html from the same blocks."""
-    from bench.report import plots
-    from bench.store import atomic_write_bytes
-
     files: list[Path] = []
     figures: dict = {}
 
@@ -99,8 +100,6 @@ def write_report(sections: Sequence[Section], out: Path, title: str) -> Report:
 
 
 def to_markdown_block(block: Block) -> str:
-    from bench.report.tables import to_markdown
-
     if isinstance(block, Paragraph):
         return block.text + "\n"
     if isinstance(block, Bullets):
@@ -111,8 +110,6 @@ def to_markdown_block(block: Block) -> str:
 
 
 def to_html_block(block: Block) -> str:
-    from bench.report.tables import to_html
-
     if isinstance(block, Paragraph):
         return f"<p>{_h(block.text)}</p>"
     if isinstance(block, Bullets):

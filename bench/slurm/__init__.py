@@ -51,7 +51,7 @@ _JOB_NAMES = ("CellFailed", "CellJob", "Submission", "SubmissionError", "job_dev
 
 def __getattr__(name: str):
     if name in _JOB_NAMES:
-        from bench.slurm import job
+        from bench.slurm import job  # deferred: see above
 
         return getattr(job, name)
     raise AttributeError(f"module 'bench.slurm' has no attribute {name!r}")

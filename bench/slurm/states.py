@@ -10,9 +10,8 @@ from typing import Any, Sequence
 
 from bench.console import first_line
 from bench.train.progress import Progress, describe, read_progress
-from bench.slurm.phases import read_phase_status
-from bench.slurm.queue import LIVE_STATES, QUEUED_STATES, RUNNING_STATES, query_job_states, \
-    read_submissions
+from bench.slurm.queue import (LIVE_STATES, QUEUED_STATES, RUNNING_STATES, query_job_states,
+                               read_phase_status, read_submissions)
 from bench.store import CorruptRecord
 
 STATES = ("done", "queued", "running", "failed", "missing")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from filelock import FileLock, SoftFileLock
+from filelock import FileLock, SoftFileLock, Timeout
 
 from bench.store.files import atomic_torch_save, atomic_write_bytes, safe_torch_load, sha256_file
 
@@ -169,8 +169,6 @@ def _lock(path: Path):
     NFS and Lustre mounts without flock), a lock file created with O_EXCL, waited on for at most
     SOFT_LOCK_WAIT_S (a holder killed without removing it would block forever). A lock is only a
     saving: PhaseCache._publish keeps the entry whole and single when two jobs compute it."""
-    from filelock import Timeout
-
     try:
         lock = FileLock(str(path))
         lock.acquire()

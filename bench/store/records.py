@@ -128,7 +128,7 @@ class ResultStore:
 
     def frame(self, ids: Iterable[str] | None = None):
         """Records flattened into a pandas DataFrame, one row per cell."""
-        import pandas as pd
+        import pandas as pd  # deferred: reading records (bench.status, the run) never needs it
 
         records, _ = self.load_all(ids)
         return pd.DataFrame([flatten_record(r) for r in records])

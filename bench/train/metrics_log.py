@@ -64,6 +64,7 @@ def shared_phase(kind: str) -> Iterator[None]:
 def require_tensorboard() -> None:
     """`--tensorboard` needs the optional tensorboard package: a one-line error without it."""
     try:
+        # deferred: an optional package (the [tb] extra), ~2 s of start-up
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError:
         raise UsageError("--tensorboard needs the tensorboard package: "
@@ -207,7 +208,7 @@ class MetricsLog(Hook):
         if self.tensorboard is None:
             return None
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # deferred: optional ([tb])
         except ImportError as exc:  # checked by the command line; a node may still lack it
             log.warning("--tensorboard: %s; this cell writes no event files", exc)
             self.tensorboard = None
@@ -221,7 +222,7 @@ class MetricsLog(Hook):
     @staticmethod
     def _summary(fit: _Fit, line: dict[str, Any]) -> Any:
         """The epoch's scalars as one event (not one per scalar, as add_scalar would)."""
-        from torch.utils.tensorboard.summary import scalar
+        from torch.utils.tensorboard.summary import scalar  # deferred: optional ([tb])
 
         tags = [(tag, line[key]) for tag, key in (
             ("train/loss", "train_loss"), ("train/lr", "lr"), ("val/acc", "val_acc"),

@@ -25,7 +25,7 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int) 
 
 
 def _timm(name: str, num_classes: int, in_channels: int) -> nn.Module:
-    import timm
+    import timm  # deferred: seconds of start-up, for timm: names only
 
     if name not in timm.list_models():
         raise UnknownNameError(f"unknown timm model {name!r}; see timm.list_models()")

@@ -20,7 +20,8 @@ from typing import Iterator
 
 import torch
 
-from bench.config import PRECISIONS  # noqa: E402  (defined where RunConfig checks it)
+from bench.config import PRECISIONS  # defined where RunConfig checks it
+from bench.registry import UsageError
 # what a record says it ran at; defined with the records, importable here as before
 from bench.store.records import mixed_precisions, record_precision  # noqa: F401
 MEMORY_FORMATS = ("contiguous", "channels_last")
@@ -55,8 +56,6 @@ def cpu_has_native_bf16(path: str | None = None) -> bool:
 def resolve_precision(requested: str, device: str | torch.device) -> str:
     """"fp32" or "bf16" for `requested` (auto, fp32 or bf16) on `device`."""
     if requested not in PRECISIONS:
-        from bench.registry import UsageError
-
         raise UsageError(f"precision={requested!r} is invalid; valid: {', '.join(PRECISIONS)}")
     if requested != "auto":
         return requested

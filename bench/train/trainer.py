@@ -11,6 +11,7 @@ precision; the parameters, their gradients and the optimizer state stay fp32, an
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 import zlib
@@ -21,11 +22,14 @@ from typing import Any, Iterable, Protocol
 import torch
 from torch import nn
 
+from bench.console import progress_bar
 from bench.data import DataBundle, Split
 from bench.data.loader import Batch, DeviceLoader, IndexSampler
-from bench.train.losses import cross_entropy
 from bench.masks import apply_mask, get_mask, mask_gradients, verify_mask
-from bench.train.precision import MEMORY_FORMATS, fp32_math, resolve_memory_format, resolve_precision
+from bench.store import DamagedFile, atomic_torch_save, safe_torch_load
+from bench.train.losses import cross_entropy
+from bench.train.precision import (MEMORY_FORMATS, fp32_math, resolve_memory_format,
+                                   resolve_precision)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -277,8 +281,6 @@ class Trainer:
     # -- epoch checkpoints ------------------------------------------------------------------------
     def _save(self, path: Path, state: TrainState, loader: DeviceLoader, hooks: list[Hook],
               result: PhaseResult) -> None:
-        from bench.store import atomic_torch_save
-
         atomic_torch_save({
             "phase": state.phase.name, "epoch": state.epoch + 1, "step": state.step,
             "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
@@ -289,10 +291,6 @@ class Trainer:
 
     def _resume(self, path: Path, state: TrainState, loader: DeviceLoader, hooks: list[Hook],
                 result: PhaseResult) -> int:
-        import logging
-
-        from bench.store import DamagedFile, safe_torch_load
-
         try:
             blob = safe_torch_load(path, map_location=self.device)
         except DamagedFile as exc:  # planted or cut: train the phase from its start instead
@@ -316,8 +314,6 @@ class Trainer:
 def _progress(epochs: range, phase: Phase, start: int, enabled: bool):
     if not enabled:
         return epochs
-    from bench.console import progress_bar
-
     return progress_bar(epochs, total=phase.epochs, initial=start, desc=phase.name, unit="ep",
                         leave=False)
 

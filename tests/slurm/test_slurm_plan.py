@@ -112,7 +112,7 @@ def test_prefetch_computes_the_phase_and_stops_and_the_cell_then_reads_it(tmp_pa
 
 
 def test_status_names_the_failed_phase_a_cell_waits_for(tmp_path):
-    from bench.slurm.phases import write_phase_status
+    from bench.slurm.queue import write_phase_status
     from bench.slurm.queue import record_submissions
     from bench.slurm.states import collect
 
@@ -131,7 +131,8 @@ def test_status_names_the_failed_phase_a_cell_waits_for(tmp_path):
 
 
 def test_a_phase_job_requeues_itself_and_records_its_state(tmp_path):
-    from bench.slurm.phases import PhaseJobRunner, read_phase_status
+    from bench.slurm.phases import PhaseJobRunner
+    from bench.slurm.queue import read_phase_status
 
     cell = RunConfig(method="magnitude", sparsity=0.5, **BASE)
     (job,) = make_plan([cell], lambda key: False).phases
