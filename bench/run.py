@@ -11,6 +11,7 @@ from bench import catalog
 from bench.cli import OneLineParser, guards, run_command
 from bench.cli.arguments import add_common, resolve_device, select_cells, status_command
 from bench.cli.guards import check_executor_args
+from bench.config import describe_fields
 from bench.plan.estimate import REFERENCE_IMAGES_PER_SECOND, estimate_gpu_hours, format_hours
 from bench.registry import UsageError
 from bench.report.phase_times import format_profiles
@@ -27,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", metavar="DIR", help="folder holding the datasets' files")
     p.add_argument("--download", action="store_true", help="download datasets (needs internet)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and their ids, run none")
+    p.add_argument("--fields", action="store_true",
+                   help="list every config field --set accepts (type, default, meaning) and exit")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--force", action="store_true", help="rerun cells that already have a record")
     p.add_argument("--compile", action="store_true", help="torch.compile the training step")
@@ -136,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.fields:
+        print(describe_fields())
+        return 0
     check_executor_args(args)
     grid, cells = select_cells(args)
     guards.check_inputs(args, cells)

@@ -30,7 +30,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", help="comma-separated integer seeds")
     parser.add_argument("--temperatures", help="comma-separated temperatures > 0 (KD methods)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a config field for every cell, e.g. --set dense_epochs=5")
+                        help="override a config field for every cell, e.g. --set dense_epochs=5 "
+                             "(python -m bench.run --fields lists every field and its meaning)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"),
                         help="training precision of every cell, as --set precision=...: auto "
                              "(bf16 autocast on a CUDA GPU that has it, fp32 on every CPU), fp32 "
