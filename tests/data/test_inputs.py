@@ -104,6 +104,7 @@ def test_image_folder_errors_are_one_line_in_the_folders_terms(tmp_path):
         load_dataset(f"imagefolder:{tmp_path / 'nowhere'}")
 
 
+@pytest.mark.e2e
 def test_an_image_folder_runs_as_a_grid_dataset_from_the_command_line(tmp_path):
     root = write_imagefolder(tmp_path / "pets", per_class=6)
     out = run_cli("bench.run", "--methods", "magnitude", "--datasets", f"imagefolder:{root}",
@@ -169,6 +170,7 @@ def test_a_checkpoint_is_identified_by_its_content_not_its_path(tmp_path, tiny):
         RunConfig(**tiny, dense_checkpoint=str(a))
 
 
+@pytest.mark.e2e
 def test_a_loaded_dense_model_is_measured_recorded_and_kept_apart_in_the_cache(tmp_path, tiny):
     from bench.exec.cell import run_cell
     from bench.store import ResultStore
@@ -196,6 +198,7 @@ def test_a_loaded_dense_model_is_measured_recorded_and_kept_apart_in_the_cache(t
     assert unused["extra"]["unused_checkpoints"] == ["teacher_checkpoint"]
 
 
+@pytest.mark.e2e
 def test_a_checkpoint_of_another_architecture_or_class_count_is_exit_2_before_training(tmp_path):
     path = tmp_path / "ten.pt"
     _trained_smallcnn(path, num_classes=10, wrap=False)
@@ -209,6 +212,7 @@ def test_a_checkpoint_of_another_architecture_or_class_count_is_exit_2_before_tr
     assert not (tmp_path / "r" / "records").exists() or not list((tmp_path / "r" / "records").iterdir())
 
 
+@pytest.mark.e2e
 def test_a_dense_cell_is_a_teacher_checkpoint_as_it_stands(tmp_path, tiny):
     from bench.exec.cell import RunOptions, run_cell
     from bench.store import ResultStore

@@ -37,6 +37,7 @@ def boom(ctx):
 '''
 
 
+@pytest.mark.e2e
 def test_local_executor_runs_cells_in_worker_processes(tmp_path):
     plugin = tmp_path / "plugin.py"
     plugin.write_text(PLUGIN)

@@ -34,6 +34,7 @@ def assert_cache_entries_whole(cache):
         assert sha256_file(sidecar.parent / data["blob"]) == data["sha256"], sidecar
 
 
+@pytest.mark.e2e
 def test_sigkill_mid_grid_then_rerun_completes_only_the_missing_cells(tmp_path):
     grid = write_grid(tmp_path, dense_epochs=3, sparse_epochs=3)
     results = tmp_path / "r"
@@ -58,6 +59,7 @@ def test_sigkill_mid_grid_then_rerun_completes_only_the_missing_cells(tmp_path):
     assert all(p.stat().st_mtime_ns == stamps[p.name] for p in after if p.name in stamps)
 
 
+@pytest.mark.e2e
 def test_two_concurrent_runs_write_each_cell_once_and_train_shared_phases_once(tmp_path):
     grid = write_grid(tmp_path, methods=("magnitude", "tg-oneshot"), sparsities=(0.5, 0.8, 0.9))
     results = tmp_path / "r"
@@ -88,6 +90,7 @@ def explodes(ctx):
 '''
 
 
+@pytest.mark.e2e
 def test_a_nan_cell_fails_with_phase_and_epoch_and_the_grid_goes_on(tmp_path):
     plugin = tmp_path / "nan_plugin.py"
     plugin.write_text(NAN_PLUGIN)
@@ -108,6 +111,7 @@ def test_a_nan_cell_fails_with_phase_and_epoch_and_the_grid_goes_on(tmp_path):
     assert "1 already done, 1 failed" in again.stdout
 
 
+@pytest.mark.e2e
 def test_damaged_records_and_cache_files_are_recomputed(tmp_path):
     grid = write_grid(tmp_path, methods=("magnitude",), sparsities=(0.5, 0.9))
     results = tmp_path / "r"
@@ -130,6 +134,7 @@ def test_damaged_records_and_cache_files_are_recomputed(tmp_path):
     assert sorted(r["phases"]["dense"]["cached"] for r in records) == [False, True]
 
 
+@pytest.mark.e2e
 def test_bad_data_files_name_the_file(tmp_path):
     from conftest import write_cifar10
 
@@ -147,11 +152,13 @@ def test_bad_data_files_name_the_file(tmp_path):
     assert res.returncode == 2 and "does not hold cifar-10-batches-py" in res.stderr
 
 
+@pytest.mark.e2e
 def test_unknown_model_on_the_command_line(tmp_path):
     res = run_cli("bench.run", "--set", "model=vgg99", "--dry-run", "--results", tmp_path)
     assert res.returncode == 2 and "unknown model 'vgg99'; valid: " in res.stderr
 
 
+@pytest.mark.e2e
 def test_same_cell_twice_is_bit_identical_on_cpu(tmp_path):
     """The quick grid's setting (digits, resnet20 student, resnet32 teacher), every phase of
     tg-oneshot, at two epochs a phase (the full budgets made this one test cost 73 s)."""

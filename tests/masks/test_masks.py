@@ -245,6 +245,7 @@ def test_the_record_carries_target_and_accounting_and_counts_over_its_layers():
         verify_mask(model, 0.5, Accounting("conv", ("0",)))
 
 
+@pytest.mark.e2e
 def test_a_plugin_that_keys_scores_by_parameter_name_runs_and_a_wrong_name_is_explained(
         tmp_path, monkeypatch):
     from bench.catalog import METHODS

@@ -106,6 +106,7 @@ def _child(cfg: RunConfig, store: Path, log: Path) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT)
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.parametrize("method,sparsity", [("egp", 0.8), ("colt", 0.5)])
 def test_sigkill_between_rounds_resumes_with_honest_seconds(tmp_path, method, sparsity):
@@ -150,6 +151,7 @@ def test_sigkill_between_rounds_resumes_with_honest_seconds(tmp_path, method, sp
     assert not store.work_dir(cfg.id).exists()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("method", ["egp", "colt"])
 def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch, method):
     """Stop a run right after round 1 is saved, resume it: same rounds, same final weights."""

@@ -29,6 +29,7 @@ def _round_phases(record, part=None):
             if n.startswith("round") and (part is None or n.endswith(part))}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("method", ["colt", "egp"])
 def test_results_are_identical_with_and_without_sharing_and_prefixes_are_reused(tmp_path, method):
     shared, alone = ResultStore(tmp_path / "shared"), ResultStore(tmp_path / "alone")
@@ -72,6 +73,7 @@ def test_results_are_identical_with_and_without_sharing_and_prefixes_are_reused(
     assert second["cost"]["seconds_cell"] < alone_high["cost"]["seconds_cell"]
 
 
+@pytest.mark.e2e
 def test_two_processes_needing_the_same_prefix_train_it_once(tmp_path):
     from bench.exec.dispatch import run_local
 
@@ -87,6 +89,7 @@ def test_two_processes_needing_the_same_prefix_train_it_once(tmp_path):
         assert a["phases"][name]["cache_key"] == b["phases"][name]["cache_key"]
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_a_shared_round_killed_half_way_resumes_from_its_last_epoch(tmp_path):
     cfg = RunConfig(method="colt", sparsity=0.3, options=OPTS["colt"],

@@ -126,6 +126,7 @@ def _run(tmp_path, **kw):
     return record
 
 
+@pytest.mark.e2e
 def test_colt_hits_the_target_over_prunable_weights_with_a_dense_head(tmp_path):
     record = _run(tmp_path, sparsity=0.5)
     sp = record["sparsity"]
@@ -147,6 +148,7 @@ def test_colt_hits_the_target_over_prunable_weights_with_a_dense_head(tmp_path):
     assert record["cost"]["seconds_total"] >= total + record["phases"]["ticket"]["seconds"] - 1e-9
 
 
+@pytest.mark.e2e
 def test_colt_over_conv_weights_reports_the_sparsity_it_reached(tmp_path):
     record = _run(tmp_path, sparsity=0.5,
                   options=(("sparsity_over", "conv"), ("prune_fraction", 0.3)))

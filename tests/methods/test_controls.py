@@ -164,6 +164,7 @@ def test_allocations_keep_the_exact_count(allocation):
 # --- the methods end to end ---------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_layer_matched_random_copies_the_counts_running_the_matched_cell_first(tiny, tmp_path):
     store = ResultStore(tmp_path)
     matched = cfg(tiny, "random", sparsity=0.9, options=(("match", "tg-oneshot-ft"),))
@@ -188,6 +189,7 @@ def test_matched_cells_run_after_the_others(tiny, tmp_path):
     assert [c.label for c in order] == ["magnitude", "random", "random[match=magnitude]"]
 
 
+@pytest.mark.e2e
 def test_magnitude_kd_retrains_with_the_shared_teacher(tiny, tmp_path):
     store = ResultStore(tmp_path)
     tg = run_cell(cfg(tiny, "tg-oneshot", sparsity=0.9), store, OPTS)
@@ -204,6 +206,7 @@ def test_magnitude_kd_retrains_with_the_shared_teacher(tiny, tmp_path):
         assert {"top5", "ece", "nll"} <= set(r["accuracy"])
 
 
+@pytest.mark.e2e
 def test_small_dense_width_and_where_none_exists(tiny, tmp_path):
     width, why = choose_width("resnet20", 0.9, 10, 3, 32)
     assert width is not None and not why
@@ -280,6 +283,7 @@ def test_top1_of_the_metrics_pass_equals_the_trainer_accuracy(tiny, tmp_path):
 # --- report ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_report_shows_metrics_missing_for_old_records_and_the_layer_figure(tiny, tmp_path):
     from bench.plan.grid import Grid
     from bench.report.command import build_report

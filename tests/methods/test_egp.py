@@ -123,6 +123,7 @@ def test_prune_smallest_in_layer():
     assert pruned["w"].tolist() == [[False, False], [True, False]]
 
 
+@pytest.mark.e2e
 def test_egp_rounds_halve_the_pruned_layers_and_hit_the_target(tmp_path):
     cfg = RunConfig(method="egp", dataset="synthetic", model="smallcnn", sparsity=0.8,
                     dense_epochs=1, round_epochs=1)
@@ -197,6 +198,7 @@ def _egp_config(sparsity, **options):
                      dense_epochs=1, round_epochs=1, options=tuple(sorted(options.items())))
 
 
+@pytest.mark.e2e
 def test_unreachable_cell_fails_at_its_start_and_the_dry_run_says_so(tmp_path, capsys):
     from bench.run import main
 
@@ -216,6 +218,7 @@ def test_unreachable_cell_fails_at_its_start_and_the_dry_run_says_so(tmp_path, c
     assert "1 cells cannot reach their target" in out
 
 
+@pytest.mark.e2e
 def test_egp_over_its_own_layers_hits_that_count_and_reports_both(tmp_path):
     record = run_cell(_egp_config(0.75, sparsity_over="pruned"), ResultStore(tmp_path),
                       RunOptions(progress=False))

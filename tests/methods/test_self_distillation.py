@@ -106,6 +106,7 @@ def every_sample(data, batch_size=PSKD_BATCH):
     return sd.EverySampleSampler(len(data.train), batch_size)
 
 
+@pytest.mark.slow
 def test_pskd_table_updates_once_per_epoch_with_last_epoch_predictions(data):
     trainer = Trainer(data, progress=False)
     model = build_model("smallcnn", 4, 3, 8)
@@ -144,6 +145,7 @@ def test_every_sample_sampler_covers_each_sample_in_full_batches():
     assert set(torch.cat(batches).tolist()) == set(range(70))
 
 
+@pytest.mark.slow
 def test_pskd_targets_read_the_previous_epoch(data, monkeypatch):
     used = []
     real = sd_objectives.pskd_loss
@@ -170,6 +172,7 @@ def test_pskd_targets_read_the_previous_epoch(data, monkeypatch):
                 assert torch.allclose(row, last[i])
 
 
+@pytest.mark.slow
 def test_pskd_table_survives_a_resumed_phase(data, tmp_path):
     class StopAt(Hook):
         def on_epoch_start(self, state):
@@ -201,6 +204,7 @@ def test_dlb_sampler_repeats_the_previous_fresh_half():
     assert set(torch.cat([b[:16] for b in batches]).tolist()) == set(range(100))
 
 
+@pytest.mark.slow
 def test_dlb_soft_targets_are_the_previous_steps_logits(data, monkeypatch):
     targets = []
     real = sd_objectives.dlb_loss
@@ -434,6 +438,7 @@ def test_normalize_by_sum_keeps_the_ranking():
     assert torch.equal(global_topk_mask(scores, 0.5)[0]["b"], global_topk_mask(normed, 0.5)[0]["b"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["cskd", "pskd", "dlb"])
 def test_epsd_and_simple_masks_differ_on_the_same_seed(data, tmp_path, family):
     masks = {}
@@ -448,6 +453,7 @@ def test_epsd_and_simple_masks_differ_on_the_same_seed(data, tmp_path, family):
     assert any(not torch.equal(masks["simple"][n], masks["epsd"][n]) for n in masks["simple"])
 
 
+@pytest.mark.slow
 def test_simple_scores_do_not_depend_on_the_family(data, tmp_path):
     scores = [sd.pai_scores(make_ctx(data, tmp_path, f"{f}-simple", batch_size=32),
                             make_ctx(data, tmp_path, f"{f}-simple").make_model(), "simple",
@@ -458,6 +464,7 @@ def test_simple_scores_do_not_depend_on_the_family(data, tmp_path):
 # --- end to end: each method through run_cell ------------------------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("method", SIX)
 def test_each_method_runs_a_cell_with_the_exact_count(tmp_path, tiny, method):
     store = ResultStore(tmp_path)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from bench.exec.cell import RunOptions, run_cell
@@ -12,6 +13,7 @@ def cfg(tiny, **kw):
     return RunConfig(method="tg-oneshot", **{**tiny, **kw})
 
 
+@pytest.mark.e2e
 def test_dense_phases_are_computed_once_across_sparsities(tiny, tmp_path):
     store = ResultStore(tmp_path)
     first = run_cell(cfg(tiny, sparsity=0.5), store, OPTS)
@@ -31,6 +33,7 @@ def test_dense_phases_are_computed_once_across_sparsities(tiny, tmp_path):
         assert sp["prunable_kept"] == keep_count(sp["prunable_total"], r["config"]["sparsity"])
 
 
+@pytest.mark.e2e
 def test_options_change_the_cached_student(tiny, tmp_path):
     store = ResultStore(tmp_path)
     run_cell(cfg(tiny), store, OPTS)
@@ -39,6 +42,7 @@ def test_options_change_the_cached_student(tiny, tmp_path):
     assert other["label"] == "tg-oneshot-kd[score=grad]"
 
 
+@pytest.mark.e2e
 def test_retraining_keeps_pruned_weights_zero(tiny, tmp_path):
     store = ResultStore(tmp_path)
     rec = run_cell(cfg(tiny, sparsity=0.95, sparse_epochs=2), store, OPTS)
@@ -48,6 +52,7 @@ def test_retraining_keeps_pruned_weights_zero(tiny, tmp_path):
     assert rec["phases"]["retrain"]["epochs"] == 2 and len(rec["phases"]["retrain"]["val_acc"]) == 2
 
 
+@pytest.mark.e2e
 def test_nan_marks_the_cell_failed_with_phase_and_epoch(tiny, tmp_path):
     rec = run_cell(cfg(tiny, lr=1e30, sparsity=0.5), ResultStore(tmp_path), OPTS)
     assert rec["status"] == "failed" and rec["error"]["type"] == "NonFiniteLoss"

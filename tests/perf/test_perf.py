@@ -9,12 +9,14 @@ from bench.perf.command import TARGETS
 from conftest import ROOT, TINY, run_cli
 
 
+@pytest.mark.e2e
 def test_unknown_row_is_one_line_and_exit_2():
     res = run_cli("bench.perf", "--only", "colt,nosuch")
     assert res.returncode == 2
     assert res.stderr.strip() == f"error: unknown row(s) ['nosuch']; valid: {', '.join(TARGETS)}"
 
 
+@pytest.mark.e2e
 def test_colt_row_matches_round_budgets_and_splits_tg_oneshot_costs():
     base = {**TINY, "sparse_epochs": 2, "round_epochs": 1}
     t = colt_against_oneshot("cpu", 0.9, base=base)
@@ -25,6 +27,7 @@ def test_colt_row_matches_round_budgets_and_splits_tg_oneshot_costs():
     assert t["round_epochs"] == t["sparse_epochs"] == 2  # matched, whatever the base said
 
 
+@pytest.mark.e2e
 def test_peak_rss_is_the_process_own_not_its_parents():
     """A worker started by a large parent (bench.perf's memory row, local executors) must report
     its own peak: ru_maxrss keeps the parent's across fork and exec, VmHWM does not."""
@@ -98,6 +101,7 @@ def test_precision_row_times_every_variant_against_fp32_contiguous(capsys):
     assert "Peak estimate:" in out
 
 
+@pytest.mark.e2e
 def test_bad_precision_variant_is_one_line_and_exit_2():
     res = run_cli("bench.perf", "--only", "precision", "--variants", "fp16:contiguous")
     assert res.returncode == 2 and "Traceback" not in res.stderr

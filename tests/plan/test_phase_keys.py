@@ -22,6 +22,7 @@ def saved_model(path, arch="smallcnn"):
     return str(path)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("method,checkpoints", [
     ("magnitude", {}), ("tg-oneshot", {}),
     ("magnitude", {"dense_checkpoint": "dense.pt"}),

@@ -257,6 +257,7 @@ def test_colt_ratio_and_reported_minutes(tmp_path):
     assert vs[vs["paper method"] == "colt"]["ours"].tolist() == ["10.00 (n=1)"]
 
 
+@pytest.mark.e2e
 def test_cli_report_and_bad_input(tmp_path, capsys):
     from bench.report.command import main
 
@@ -277,6 +278,7 @@ def test_cli_report_and_bad_input(tmp_path, capsys):
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.e2e
 def test_a_report_names_no_absolute_path_and_its_command_remakes_it(tmp_path):
     import shlex
 

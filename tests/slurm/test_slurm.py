@@ -204,6 +204,7 @@ def test_malformed_profile_is_one_line_naming_the_key(tmp_path, capsys, profile,
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.e2e
 def test_malformed_profile_from_the_command_line_exits_2(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("partition: debug\ngpus: 2\n")
@@ -232,6 +233,7 @@ def test_a_partition_the_cluster_lacks_is_bad_input(tmp_path, capsys, monkeypatc
     assert not (tmp_path / "sbatch-calls").exists() or not any((tmp_path / "sbatch-calls").iterdir())
 
 
+@pytest.mark.e2e
 def test_no_sbatch_on_path_is_a_clear_error(tmp_path):
     empty = tmp_path / "bin"
     empty.mkdir()
@@ -347,6 +349,7 @@ def test_status_joins_store_submissions_squeue_and_sacct(tmp_path, monkeypatch):
     assert got[rerun.id] == ("running", "")  # an older ok record, being rerun (--force)
 
 
+@pytest.mark.e2e
 def test_status_command_without_slurm_reads_the_store(tmp_path, capsys):
     grid = write_grid(tmp_path, sparsities=[0.5, 0.9])
     res = main_here("bench.run", capsys, "--grid", grid, "--results", tmp_path / "r",
@@ -403,6 +406,7 @@ def squeue_state(job_id):
     return dict(line.split("|") for line in res.stdout.split()).get(job_id)
 
 
+@pytest.mark.e2e
 @pytest.mark.slurm
 def test_sweep_on_slurm_records_each_cell_once_and_reports_a_failure(cluster, tmp_path):
     """Three cells as one array on the real cluster: two share a cached dense phase, one raises."""
@@ -454,6 +458,7 @@ def test_sweep_on_slurm_records_each_cell_once_and_reports_a_failure(cluster, tm
     assert "summary: 2 done, 0 queued, 0 running, 1 failed, 0 missing" in status.stdout
 
 
+@pytest.mark.e2e
 @pytest.mark.slurm
 def test_a_failed_phase_job_blocks_its_cells_visibly_and_a_rerun_completes(cluster, tmp_path):
     plugin = write_plugin(tmp_path)
@@ -523,6 +528,7 @@ def finish(waiter, timeout):
     return out, err
 
 
+@pytest.mark.e2e
 @pytest.mark.slurm
 def test_cancelled_job_is_reported_not_waited_on(cluster, tmp_path):
     grid, plugin, results, waiter = start_slowft(tmp_path, 30)
@@ -538,6 +544,7 @@ def test_cancelled_job_is_reported_not_waited_on(cluster, tmp_path):
     assert not (results / "records" / f"{cell_id}.json").exists()
 
 
+@pytest.mark.e2e
 @pytest.mark.slurm
 def test_timeout_signal_requeues_and_resumes_from_the_checkpoint(cluster, tmp_path):
     """USR2 (what Slurm sends signal_delay_s before the time limit; submitit's
@@ -580,6 +587,7 @@ def test_timeout_signal_requeues_and_resumes_from_the_checkpoint(cluster, tmp_pa
     assert sacct[0] == "REQUEUED" and sacct[-1] == "COMPLETED", sacct
 
 
+@pytest.mark.e2e
 @pytest.mark.slurm
 def test_status_shows_the_progress_of_a_running_job(cluster, tmp_path):
     """While a job runs on the cluster, bench.status shows its phase, epoch / epochs, latest

@@ -83,6 +83,7 @@ def test_cached_phases_need_no_job_and_no_share_has_no_trajectories():
     assert not any("rounds" in j.name for j in alone.phases)
 
 
+@pytest.mark.e2e
 def test_prefetch_computes_the_phase_and_stops_and_the_cell_then_reads_it(tmp_path):
     store = ResultStore(tmp_path)
     cell = RunConfig(method="tg-oneshot", sparsity=0.5, **BASE)
@@ -130,6 +131,7 @@ def test_status_names_the_failed_phase_a_cell_waits_for(tmp_path):
                                    "teacher diverged")
 
 
+@pytest.mark.slow
 def test_a_phase_job_requeues_itself_and_records_its_state(tmp_path):
     from bench.slurm.phases import PhaseJobRunner
     from bench.slurm.queue import read_phase_status

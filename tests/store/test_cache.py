@@ -2,6 +2,7 @@ import json
 import multiprocessing as mp
 import time
 
+import pytest
 import torch
 
 from bench.store.cache import PhaseCache
@@ -43,6 +44,7 @@ def _worker(root, out):
     out.put((entry.hit, entry.meta["pid"]))
 
 
+@pytest.mark.slow
 def test_two_processes_never_both_compute(tmp_path):
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
@@ -64,8 +66,6 @@ def test_a_computation_killed_half_way_resumes_from_its_scratch_folder(tmp_path)
     def killed(scratch):
         (scratch / "teacher.pt").write_text("epoch 3 of 5")
         raise KeyboardInterrupt  # a preempted job
-
-    import pytest
 
     with pytest.raises(KeyboardInterrupt):
         cache.get_or_compute("teacher", {"k": 1}, killed)

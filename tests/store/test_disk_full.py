@@ -53,6 +53,7 @@ def test_a_write_that_does_not_fit_leaves_the_old_file_and_names_the_path(small_
     assert not (small_fs / "c.pt").exists()
 
 
+@pytest.mark.e2e
 def test_a_grid_on_a_full_disk_stops_cleanly_and_a_rerun_completes_it(tmp_path, small_fs):
     from conftest import all_records_valid, write_grid
 

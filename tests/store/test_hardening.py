@@ -83,6 +83,7 @@ def test_a_planted_cache_entry_with_a_forged_checksum_is_recomputed(tmp_path, ca
     assert again.hit and calls == [1]
 
 
+@pytest.mark.e2e
 def test_planted_work_state_is_ignored_and_the_cell_recomputes(tmp_path, caplog):
     """Epoch checkpoints in work/ and in a cache entry's scratch folder, and the rounds state."""
     marker = tmp_path / "pwned"
@@ -104,6 +105,7 @@ def test_planted_work_state_is_ignored_and_the_cell_recomputes(tmp_path, caplog)
     assert "rounds.pt is damaged" in caplog.text
 
 
+@pytest.mark.e2e
 def test_a_planted_cifar_batch_runs_no_code_and_is_named(tmp_path):
     from conftest import write_cifar10
 
@@ -138,6 +140,7 @@ def test_old_numpy_module_names_still_load(tmp_path):
 # --- §3: bad input --------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_results_pointing_at_a_file_is_one_line(tmp_path):
     f = tmp_path / "results.txt"
     f.write_text("x")
@@ -148,12 +151,14 @@ def test_results_pointing_at_a_file_is_one_line(tmp_path):
         assert str(f) in res.stderr
 
 
+@pytest.mark.e2e
 def test_device_is_checked_before_a_dry_run(tmp_path):
     res = run_cli("bench.run", "--device", "tpu", "--dry-run", "--results", tmp_path)
     assert res.returncode == 2 and "--device 'tpu' is invalid; valid: auto, cpu" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not res.stdout
 
 
+@pytest.mark.e2e
 def test_an_unknown_timm_model_is_rejected_before_anything_runs(tmp_path):
     res = run_cli("bench.run", "--set", "model=timm:resnet_bogus", "--results", tmp_path / "r",
                   "--no-progress")
@@ -165,6 +170,7 @@ def test_an_unknown_timm_model_is_rejected_before_anything_runs(tmp_path):
     assert res.returncode == 0, res.stderr
 
 
+@pytest.mark.e2e
 def test_sigterm_ends_like_ctrl_c_with_143_and_nothing_corrupt(tmp_path):
     from conftest import all_records_valid, write_grid
 
@@ -206,6 +212,7 @@ def test_data_that_cannot_fit_the_device_is_one_line_before_training(monkeypatch
     guards.check_data_fits(cells, args, "cpu")
 
 
+@pytest.mark.e2e
 def test_a_closed_pipe_ends_the_listing_quietly(tmp_path):
     """`bench.run --dry-run | head -1`: the reader leaves after one line; no traceback."""
     proc = subprocess.Popen([sys.executable, "-m", "bench.run", "--grid", "paper", "--dry-run",

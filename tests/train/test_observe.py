@@ -22,6 +22,7 @@ def lines_of(path):
 # --- the metrics file -------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_metrics_file_of_a_cell_with_a_shared_phase(tmp_path):
     """A cell that trains a shared dense phase (cached_phase, a direct trainer.fit) and its own
     fine-tuning, then fails: its work folder (kept for a failed cell) holds every epoch."""
@@ -75,6 +76,7 @@ def test_metrics_file_of_a_cell_with_a_shared_phase(tmp_path):
     assert record["phases"]["dense"]["shared"] is True  # the record keeps what it kept
 
 
+@pytest.mark.slow
 def test_a_killed_phase_resumes_appending_each_epoch_once(tmp_path, monkeypatch):
     """Lines and TensorBoard events (handed over every epoch here) of a phase killed after its
     second epoch's checkpoint and resumed: every epoch once."""
@@ -129,6 +131,7 @@ def test_a_killed_phase_resumes_appending_each_epoch_once(tmp_path, monkeypatch)
 # --- TensorBoard --------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_tensorboard_event_files_read_back_by_tensorboard(tmp_path):
     """A tiny quick-style grid through the command line: one run per cell, one folder per
     phase, the scalars TensorBoard's own reader finds equal the records' histories."""
@@ -234,6 +237,7 @@ def test_progress_estimate_and_phrase():
     assert describe(fresh, now) == "retrain 0/10, first epoch running"
 
 
+@pytest.mark.e2e
 def test_status_shows_progress_of_a_cell_running_here(tmp_path, capsys):
     """Fabricated work folders: a live process of this machine runs one cell (this test's own
     pid), a dead one had run another (missing, as before), a third failed (its record)."""

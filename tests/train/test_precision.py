@@ -88,6 +88,7 @@ def test_auto_stays_out_of_the_id_and_explicit_precisions_enter_it():
     assert RunConfig.from_dict(old).id == base.id
 
 
+@pytest.mark.e2e
 def test_the_command_line_and_set_choose_the_precision(tmp_path):
     parser = build_parser()
     _, cells = select_cells(parser.parse_args(["--precision", "bf16", "--seeds", "0"]))
@@ -104,6 +105,7 @@ def test_the_command_line_and_set_choose_the_precision(tmp_path):
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("cpuinfo,requested,expected", [(ZEN3, "auto", "fp32"),
                                                         (INTEL_SPR, "auto", "fp32"),
                                                         (ZEN3, "bf16", "bf16")])
@@ -133,6 +135,7 @@ def test_a_record_without_the_field_reads_as_what_the_old_trainer_ran():
     assert precision.record_precision({"config": {}}) == "fp32"
 
 
+@pytest.mark.e2e
 def test_the_phase_cache_does_not_share_phases_across_precisions(tmp_path, fake_cpu):
     fake_cpu(ZEN3)
     store = ResultStore(tmp_path)
@@ -171,6 +174,7 @@ class Grab(Hook):
         self.buffers = [s["momentum_buffer"] for s in state.optimizer.state.values()]
 
 
+@pytest.mark.slow
 def test_masks_hold_and_master_weights_stay_fp32_under_bf16(data):
     trainer = Trainer(data, progress=False, precision="bf16")
     assert trainer.precision == "bf16"
@@ -262,6 +266,7 @@ def test_parity_table_uses_the_reference_interval_or_one_point():
     assert not ok and text.count("| missing |") == 3
 
 
+@pytest.mark.e2e
 def test_parity_rejects_bad_precision_lists(tmp_path):
     res = run_cli("bench.parity", "--precisions", "fp32", "--results", tmp_path)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1

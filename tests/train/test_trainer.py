@@ -30,6 +30,7 @@ def test_training_learns_and_records_history(data):
     assert trainer.accuracy(model, data.test) > 0.5  # 4 classes: chance is 0.25
 
 
+@pytest.mark.slow
 def test_same_seed_is_bit_identical_on_cpu(data):
     states = []
     for _ in range(2):
@@ -39,6 +40,7 @@ def test_same_seed_is_bit_identical_on_cpu(data):
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
+@pytest.mark.slow
 def test_a_nan_loss_names_phase_and_epoch(data):
     def bad(model, batch):
         logits = model(batch.x)
@@ -74,6 +76,7 @@ def test_step_schedule_and_warmup():
     assert c.lr_factor(0, 10) == 1.0 and c.lr_factor(100, 10) == pytest.approx(0.0)
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_matches_an_uninterrupted_run(data, tmp_path):
     phase = Phase("p", 3, batch_size=32)
     full = make()
@@ -98,6 +101,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(data, tmp_path):
                for k in full.state_dict())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")),
                     reason="torch.compile's CPU backend needs a C++ compiler")
 def test_masks_hold_under_torch_compile(data):
