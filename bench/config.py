@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from bench import catalog
 from bench.registry import UsageError
+from bench.store.files import sha256_file
 
 SCHEDULES = ("cosine", "step")
 PRECISIONS = ("auto", "fp32", "bf16")  # resolved by bench/train/precision.py, which needs torch
@@ -229,11 +230,7 @@ def checkpoint_sha256(path: str | Path) -> str:
 
 @lru_cache(maxsize=64)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime key the memo
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(Path(path))
 
 
 def _finite(x: Any) -> bool:

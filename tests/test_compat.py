@@ -49,19 +49,29 @@ def test_modules_that_became_packages_keep_their_names():
                              safe_torch_load, seal, sha256_file, validate_record)
 
 
-# docs/adding-a-method.md's examples as they were written before the packages: the SNIP method,
-# a model, a dataset and a grid, with every name imported from where it was then.
-OLD_PLUGIN = '''
-import torch
+# A plugin written as docs/adding-a-method.md's examples were before the packages: its SNIP method
+# (docs/examples/snip.py with each module imported by its old name), a hook, a cost, and the
+# section "Models, datasets, grids", every name imported from where it was then.
+def old_plugin() -> str:
+    snip = (ROOT / "docs" / "examples" / "snip.py").read_text()
+    for old, new in bench.MOVED.items():
+        snip = snip.replace(f"from {new} import", f"from {old} import")
+    assert "from bench.losses import cross_entropy" in snip  # the example's own moved import
+    snip = snip.replace('@register_method("snip",', '@register_method("snip-old-api", cost=snip_cost,')
+    snip = snip.replace("ctx.train(model, ctx.phase(\"train\", ctx.config.sparse_epochs))",
+                        "ctx.train(model, ctx.phase(\"train\", ctx.config.sparse_epochs), "
+                        "hooks=[CountSteps()])\n    ctx.extra[\"steps\"] = CountSteps.steps")
+    assert "snip-old-api" in snip and "CountSteps()" in snip
+    return OLD_EXTRAS + snip + OLD_REGISTRATIONS
+
+
+OLD_EXTRAS = '''
 from torch import nn
 
 from bench.catalog import MODELS
 from bench.data import DatasetSpec, Split, register_dataset
 from bench.estimate import PhaseCost, dense_phase, relative_cost, train_images
 from bench.grids import Grid, register_grid
-from bench.losses import cross_entropy
-from bench.masks import prunable_weights
-from bench.method import Option, register_method
 from bench.trainer import Hook
 
 
@@ -75,30 +85,9 @@ class CountSteps(Hook):
 def snip_cost(cfg):
     work = train_images(cfg) * cfg.sparse_epochs * relative_cost(cfg.model, cfg.dataset)
     return [dense_phase(cfg), PhaseCost(None, "train", work)]
+'''
 
-
-@register_method("snip-old-api", cost=snip_cost,
-                 options={"batches": Option(1, check=lambda n: n >= 1, valid="must be >= 1",
-                                            help="batches to average the saliency over")})
-def snip(ctx):
-    """Prune at initialisation by connection sensitivity |g * w|, then train the sparse net."""
-    model = ctx.make_model()
-    with ctx.clock("score"):
-        weights = prunable_weights(model)
-        scores = {name: torch.zeros_like(w) for name, w in weights.items()}
-        loader = ctx.trainer.loader(ctx.data.train, ctx.config.batch_size, train=True, salt="snip")
-        for _, batch in zip(range(ctx.options["batches"]), loader):
-            model.zero_grad()
-            cross_entropy(model(batch.x), batch.y).backward()
-            for name, w in weights.items():
-                scores[name] += (w.grad * w.detach()).abs()
-        model.zero_grad()
-    with ctx.clock("prune"):
-        ctx.prune(model, scores)
-    ctx.train(model, ctx.phase("train", ctx.config.sparse_epochs), hooks=[CountSteps()])
-    ctx.extra["steps"] = CountSteps.steps
-    return model
-
+OLD_REGISTRATIONS = '''
 
 @MODELS.register("old-api-net")
 def build(num_classes, in_channels, image_size):
@@ -108,6 +97,7 @@ def build(num_classes, in_channels, image_size):
 
 def load(root, download):
     g = torch.Generator().manual_seed(0)
+
     def split(n):
         return Split(torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g),
                      torch.arange(n) % 4)
@@ -124,7 +114,7 @@ register_grid(Grid(name="old-api-grid", methods=("snip-old-api",), datasets=("ol
 @pytest.mark.e2e
 def test_a_plugin_written_against_the_old_names_loads_and_runs(tmp_path):
     plugin = tmp_path / "old_plugin.py"
-    plugin.write_text(OLD_PLUGIN)
+    plugin.write_text(old_plugin())
     res = run_cli("bench.run", "--plugin", plugin, "--grid", "old-api-grid", "--results",
                   tmp_path / "r", "--no-progress", "--dry-run")
     assert res.returncode == 0, res.stderr
