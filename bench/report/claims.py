@@ -29,14 +29,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
+
+import pandas as pd
 
 from bench.report import stats
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from bench.report.writer import Section
+from bench.report.data import on_target_ok
+from bench.report.sections import fmt_interval, fmt_number
+from bench.report.writer import Bullets, Paragraph, Section, Table, section
 
 HIGH = 0.9  # "high sparsity": the paper's high columns on CIFAR are 90 % and above
 TENFOLD = 10.0  # "an order of magnitude"
@@ -92,16 +92,12 @@ def _seed_values(ok: "pd.DataFrame", row: str, sparsity: float, column: str) -> 
 
 
 def _ok(merged: "pd.DataFrame", dataset: str) -> "pd.DataFrame":
-    from bench.report.data import on_target_ok
-
     return on_target_ok(merged, dataset)
 
 
 def accuracy_tests(merged: "pd.DataFrame", dataset: str) -> "pd.DataFrame":
     """One row per (claim, contrast, sparsity) both rows have ok cells at: paired difference
     better − worse in accuracy points, its interval, p and Holm's p within the claim."""
-    import pandas as pd
-
     ok = _ok(merged, dataset)
     ok = ok.assign(acc=ok["test_acc"].astype(float) * 100.0)
     out = []
@@ -168,8 +164,6 @@ def cost_tests(merged: "pd.DataFrame", dataset: str, teacher: float | None = Non
     """COLT's seconds over the one-shot row's, per sparsity both have ok cells at: geometric mean
     over seed pairs and its 95 % interval; with `teacher`, also with the teacher's training added
     to every one-shot cell."""
-    import pandas as pd
-
     ok = _ok(merged, dataset)
     levels = sorted(set(ok.loc[ok["row"] == ONE_SHOT_ROW, "sparsity"])
                     & set(ok.loc[ok["row"] == COLT_ROW, "sparsity"]))
@@ -223,8 +217,6 @@ def teacher_margin(merged: "pd.DataFrame", dataset: str) -> str:
     """The premise of every teacher-guided claim, from the records: the teacher's test accuracy
     (as the one-shot cells measured it) against the dense CE student's (the `dense` row, else
     the dense network magnitude pruned); "" when the store has neither."""
-    import pandas as pd
-
     ok = merged[(merged["dataset"] == dataset) & (merged["status"] == "ok")]
     if "teacher_test_acc" not in ok:
         return ""
@@ -249,8 +241,6 @@ def teacher_margin(merged: "pd.DataFrame", dataset: str) -> str:
 def evaluate(merged: "pd.DataFrame", datasets: Sequence[str], teacher: float | None = None
              ) -> tuple["pd.DataFrame", "pd.DataFrame", list[Verdict]]:
     """(accuracy tests, cost tests, one verdict per claim and dataset)."""
-    import pandas as pd
-
     acc = [accuracy_tests(merged, d) for d in datasets]
     cost = [cost_tests(merged, d, teacher) for d in datasets]
     acc_frame = pd.concat(acc, ignore_index=True) if acc else accuracy_tests(merged.iloc[:0], "")
@@ -263,11 +253,6 @@ def evaluate(merged: "pd.DataFrame", datasets: Sequence[str], teacher: float | N
 
 def claims_section(data) -> "Section":
     """The report's section: one verdict per claim and dataset, then the tests behind them."""
-    import pandas as pd
-
-    from bench.report.sections import fmt_interval, fmt_number
-    from bench.report.writer import Bullets, Paragraph, Table, section
-
     title = "The paper's claims"
     if not len(data.merged):
         return section(title, Paragraph("No cells."))

@@ -1,20 +1,19 @@
 """The report's sections, one function each: ReportData in, a Section (title, paragraphs, tables,
 images, side files) out. Nothing here writes a file or knows Markdown from HTML; the writer
-(bench.report.writer) does both. Order of a report: bench.report.SECTIONS.
+(bench.report.writer) does both. Order of a report: bench.report.command.report_sections.
 """
 from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING
 
-from bench.report import stats
+import pandas as pd
+
+from bench.report import plots, stats
 from bench.report.data import MATCH_TOLERANCE_PP, ReportData, first_line, mixed_precisions
 from bench.report.derived import colt_ratio, match_reported, temperature_tables, wallclock_table
+from bench.report.tables import long_csv, pivot, to_latex, to_markdown
 from bench.report.writer import Bullets, Image, Paragraph, Section, Table, section
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 
 def safe_name(text: str) -> str:
@@ -67,9 +66,6 @@ def _reference_text(data: ReportData) -> str:
 
 def accuracy(data: ReportData, dataset: str) -> Section:
     """The dataset's accuracy table (Markdown/CSV/LaTeX files too), curves, cost and radar."""
-    from bench.report import plots
-    from bench.report.tables import long_csv, pivot, to_latex, to_markdown
-
     grid = data.grid
     t_md = pivot(data.summary, dataset, "markdown")
     stem = f"accuracy_{safe_name(dataset)}"
@@ -188,8 +184,6 @@ def fmt_interval(low: float, high: float, fmt: str) -> str:
 
 
 def _comparison_table(c: "pd.DataFrame") -> "pd.DataFrame":
-    import pandas as pd
-
     rows = [{"row": r["row"], "sparsity": f"{r['sparsity']:g}", "pairs": r["pairs"],
              "difference": fmt_number(r["mean_diff"], "+.2f"),
              "95% CI": fmt_interval(r["ci_low"], r["ci_high"], "+.2f"),
@@ -201,10 +195,6 @@ def _comparison_table(c: "pd.DataFrame") -> "pd.DataFrame":
 
 def ranking(data: ReportData) -> Section:
     """Average ranks, Friedman, Nemenyi and the critical-difference diagram."""
-    import pandas as pd
-
-    from bench.report import plots
-
     r = data.ranking
     title = "Ranking across settings"
     if r is None or r.ranks.empty:
@@ -249,8 +239,6 @@ def ranking(data: ReportData) -> Section:
 
 def off_target(data: ReportData) -> Section:
     """Ok cells whose achieved sparsity over prunable weights misses the target by > 0.1 pt."""
-    import pandas as pd
-
     m = data.merged
     off = m[m["off_target"].astype(bool)] if len(m) else m
     if off.empty:
@@ -268,8 +256,6 @@ def off_target(data: ReportData) -> Section:
 
 
 def failures(data: ReportData) -> Section:
-    import pandas as pd
-
     grid, m = data.grid, data.merged
     bad = m[m["status"] != "ok"]
     blocks: list = []
@@ -302,8 +288,6 @@ def failures(data: ReportData) -> Section:
 
 
 def wallclock(data: ReportData) -> list[Section]:
-    import pandas as pd
-
     out = [section("Wall-clock", Paragraph(
         "Mean over each method's ok cells (all sparsities and seeds). Phases marked * are "
         "shared through the cache (computed once, used by many cells; their seconds are those "
@@ -325,8 +309,6 @@ def wallclock(data: ReportData) -> list[Section]:
 
 
 def temperature(data: ReportData) -> list[Section]:
-    from bench.report.tables import long_csv, pivot, to_markdown
-
     temps = temperature_tables(data)
     out = [section("Temperature ablation", None if temps else Paragraph(
         "This grid does not sweep temperatures (see the paper-temperature grid)."))]
