@@ -91,7 +91,9 @@ CHILD = textwrap.dedent("""
     import sys
     from bench.exec.cell import RunOptions, run_cell
     from bench.config import RunConfig
+    from bench.plugins import load_builtins
     from bench.store import ResultStore
+    load_builtins()  # a script loads the built-ins once, as the command lines do
     cfg = RunConfig.from_dict({cfg!r})
     rec = run_cell(cfg, ResultStore({store!r}), RunOptions(progress=False, save_checkpoints=False))
     sys.exit(0 if rec["status"] == "ok" else 1)
