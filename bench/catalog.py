@@ -1,26 +1,22 @@
 """The four registries: methods, datasets, models and grids.
 
 This module imports only the Registry type, so any module may import it without pulling in torch
-or the built-ins. Filling the registries is `bench.plugins`' job: the entry points load built-ins
-and plugins there once, and a registry's first lookup in a process that did not (a script that
-builds a RunConfig, a test) loads the built-ins then, so a name is never missing for want of a
-load."""
+or the built-ins. Registries hold entries; filling them is `bench.plugins`' job, done once by the
+entry points (bench.run, bench.status, bench.report, bench.perf, bench.parity, a Slurm job, a
+local worker). A script or a test calls `bench.plugins.load_builtins()` once; until then a lookup
+says so in its one-line error."""
 from __future__ import annotations
 
 from typing import Any
 
 from bench.registry import Registry
 
-
-def _load_builtins() -> None:
-    from bench.plugins import load_builtins  # deferred: the loader imports every built-in
-
-    load_builtins()
-
+LOAD_HINT = ("; load the built-ins first: bench.plugins.load_builtins(), as every command line "
+             "does (and bench.plugins.load_plugin(...) for a plugin)")
 
 # Typed loosely on purpose: naming the item types (bench.method.Method, bench.data.DatasetSpec, a
-# model builder, bench.grids.Grid) would import the modules that register into these.
-METHODS: Registry[Any] = Registry("method", fill=_load_builtins)
-DATASETS: Registry[Any] = Registry("dataset", fill=_load_builtins)
-MODELS: Registry[Any] = Registry("model", fill=_load_builtins)
-GRIDS: Registry[Any] = Registry("grid", fill=_load_builtins)
+# model builder, bench.plan.grid.Grid) would import the modules that register into these.
+METHODS: Registry[Any] = Registry("method", empty_hint=LOAD_HINT)
+DATASETS: Registry[Any] = Registry("dataset", empty_hint=LOAD_HINT)
+MODELS: Registry[Any] = Registry("model", empty_hint=LOAD_HINT)
+GRIDS: Registry[Any] = Registry("grid", empty_hint=LOAD_HINT)

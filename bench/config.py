@@ -12,13 +12,21 @@ from typing import Any, Mapping
 
 from bench import catalog
 from bench.registry import UsageError
+from bench.store.files import sha256_file
 
 SCHEDULES = ("cosine", "step")
-PRECISIONS = ("auto", "fp32", "bf16")  # resolved by bench/precision.py, which needs torch
+PRECISIONS = ("auto", "fp32", "bf16")  # resolved by bench/train/precision.py, which needs torch
 EPOCH_FIELDS = ("teacher_epochs", "dense_epochs", "sparse_epochs", "round_epochs")
-CHECKPOINT_FIELDS = ("teacher_checkpoint", "dense_checkpoint")  # bench/checkpoints.py
+# Users' own trained models (bench/exec/checkpoints.py): each checkpoint field and the field that
+# names the architecture it is loaded into.
+CHECKPOINT_MODELS = {"teacher_checkpoint": "teacher", "dense_checkpoint": "model"}
+CHECKPOINT_FIELDS = tuple(CHECKPOINT_MODELS)
 
 OptionValue = Any  # str | int | float | bool
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
 
 
 @dataclass(frozen=True)
@@ -26,38 +34,61 @@ class RunConfig:
     """Everything that determines one result. Fields at their default are left out of the id,
     so adding a field later does not rename finished runs."""
 
-    method: str = "magnitude"
-    dataset: str = "digits"
-    model: str = "resnet20"
-    teacher: str = "resnet32"
-    sparsity: float = 0.9
-    seed: int = 0
-    temperature: float | None = None  # None: the dataset's default (docs/methods.md, tg-oneshot)
-    alpha: float = 0.9
+    # Each field says what it means in its metadata: `python -m bench.run --fields` prints them.
+    method: str = field(default="magnitude", metadata=_help(
+        "the pruning method, a registered name (docs/methods.md); its own options go in options"))
+    dataset: str = field(default="digits", metadata=_help(
+        "digits, synthetic, cifar10, cifar100, tinyimagenet, imagefolder:PATH or a plugin's"))
+    model: str = field(default="resnet20", metadata=_help(
+        "the network pruned: resnet18/20/32/34/50/56, smallcnn, timm:NAME or a plugin's"))
+    teacher: str = field(default="resnet32", metadata=_help(
+        "the dense teacher of the distilling methods (tg-oneshot, retrain=kd); names as model"))
+    sparsity: float = field(default=0.9, metadata=_help(
+        "the target: the fraction of prunable weights removed, in [0, 1)"))
+    seed: int = field(default=0, metadata=_help(
+        "seeds initialisation, data order and augmentation; repeats differ only in it"))
+    temperature: float | None = field(default=None, metadata=_help(
+        "the distillation temperature; unset: the dataset's default (docs/methods.md, tg-oneshot)"))
+    alpha: float = field(default=0.9, metadata=_help(
+        "the distillation term's weight in the KD losses: alpha * KD + (1 - alpha) * CE"))
     # Per-phase budgets in epochs. Which phases a method uses is the method's business.
-    teacher_epochs: int = 15
-    dense_epochs: int = 15
-    sparse_epochs: int = 10
-    round_epochs: int = 4
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    # auto: bf16 where the device computes it natively, else fp32 (bench/precision.py). The
+    teacher_epochs: int = field(default=15, metadata=_help(
+        "epochs training the dense teacher (one teacher per recipe, shared through the cache)"))
+    dense_epochs: int = field(default=15, metadata=_help(
+        "epochs training the dense network before pruning (CE, or the teacher-guided student)"))
+    sparse_epochs: int = field(default=10, metadata=_help(
+        "epochs training after pruning, or of a sparse network from its initialisation"))
+    round_epochs: int = field(default=4, metadata=_help(
+        "epochs of training in each round of an iterative method (COLT, EGP)"))
+    batch_size: int = field(default=128, metadata=_help("the training batch size of every phase"))
+    lr: float = field(default=0.1, metadata=_help(
+        "SGD's learning rate at the start of every phase"))
+    momentum: float = field(default=0.9, metadata=_help("SGD's momentum"))
+    weight_decay: float = field(default=5e-4, metadata=_help("SGD's weight decay"))
+    schedule: str = field(default="cosine", metadata=_help(
+        "the learning rate over a phase: cosine, or step (x0.1 at 50 % and at 75 %)"))
+    # auto: bf16 where the device computes it natively, else fp32 (bench/train/precision.py). The
     # default stays out of the id, so ids of existing cells do not change; fp32 and bf16 enter
     # it. Records hold the resolved value, and reports flag a table that mixes the two.
-    precision: str = "auto"
-    # A seeded, class-stratified share of the training split (bench/data.py: train_subset).
-    train_fraction: float = 1.0
-    # Your own trained models (bench/checkpoints.py). The id holds the file's SHA-256, not its
+    precision: str = field(default="auto", metadata=_help(
+        "auto (bf16 autocast on a CUDA GPU that has it, fp32 elsewhere), fp32 or bf16"))
+    # A seeded, class-stratified share of the training split (bench/data/datasets.py:
+    # train_subset).
+    train_fraction: float = field(default=1.0, metadata=_help(
+        "the share of the training split used (seeded, class-stratified), in (0, 1]"))
+    # Your own trained models (bench/exec/checkpoints.py). The id holds the file's SHA-256, not its
     # path; the hash is computed once, when the path is given, and kept in the record.
-    teacher_checkpoint: str | None = None
-    teacher_checkpoint_sha256: str | None = None
-    dense_checkpoint: str | None = None
-    dense_checkpoint_sha256: str | None = None
+    teacher_checkpoint: str | None = field(default=None, metadata=_help(
+        "a saved state dict (path) loaded as the teacher instead of training one"))
+    teacher_checkpoint_sha256: str | None = field(default=None, metadata=_help(
+        "the teacher checkpoint's SHA-256, computed from the file (the id holds it, not the path)"))
+    dense_checkpoint: str | None = field(default=None, metadata=_help(
+        "a saved state dict (path) loaded as the dense network instead of training one"))
+    dense_checkpoint_sha256: str | None = field(default=None, metadata=_help(
+        "the dense checkpoint's SHA-256, computed from the file (the id holds it, not the path)"))
     # Method-specific options, e.g. (("retrain", "ft"),). Defaults are dropped on construction.
-    options: tuple[tuple[str, OptionValue], ...] = field(default=())
+    options: tuple[tuple[str, OptionValue], ...] = field(default=(), metadata=_help(
+        "the method's options, e.g. retrain=kd: give them as --methods name:key=value"))
 
     def __post_init__(self) -> None:
         # The registries load the built-ins on their first lookup (bench/catalog.py), so a config
@@ -134,7 +165,7 @@ class RunConfig:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("teacher_checkpoint", "dense_checkpoint"):
+            if f.name in CHECKPOINT_FIELDS:
                 continue  # the path may move; its content hash (the *_sha256 field) is the id
             if value != f.default and not (f.name == "options" and not value):
                 out[f.name] = dict(value) if f.name == "options" else value
@@ -199,11 +230,7 @@ def checkpoint_sha256(path: str | Path) -> str:
 
 @lru_cache(maxsize=64)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime key the memo
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(Path(path))
 
 
 def _finite(x: Any) -> bool:
@@ -211,3 +238,19 @@ def _finite(x: Any) -> bool:
 
 
 CONFIG_FIELDS = tuple(f.name for f in fields(RunConfig))
+
+
+def describe_fields() -> str:
+    """Every RunConfig field with its type, default and meaning, read from the dataclass itself:
+    what `python -m bench.run --fields` prints."""
+    def shown(value: Any) -> str:  # as it is written after --set FIELD=
+        return "(unset)" if value is None else "(none)" if value == () else str(value)
+
+    rows = [("field", "type", "default", "meaning")]
+    rows += [(f.name, str(f.type), shown(f.default), f.metadata.get("help", ""))
+             for f in fields(RunConfig)]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(
+        ["RunConfig's fields. --set FIELD=VALUE sets one for every cell of the selection; a field",
+         "at its default is left out of the cell's id, so adding a field renames no result.", ""]
+        + ["  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3] for r in rows])

@@ -13,6 +13,6 @@ def first_line(text: object, empty: str = "(no message)") -> str:
 
 def progress_bar(items: Iterable[Any] | None = None, **kwargs: Any):
     """A tqdm bar that fits the terminal (tqdm is imported only when a bar is shown)."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # deferred: most runs show no bar (--no-progress, jobs, tests)
 
     return tqdm(items, dynamic_ncols=True, **kwargs)

@@ -17,16 +17,18 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from bench import run as bench_run
 from bench.cli import OneLineParser, run_command
-from bench.precision import PRECISIONS
+from bench.cli.arguments import add_common, select_cells
+from bench.config import PRECISIONS
 from bench.registry import UsageError
+from bench.store import ResultStore
+from bench.store.records import record_precision
 
 TOLERANCE_POINTS = 1.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench.arguments import add_common
-
     p = OneLineParser(prog="python -m bench.parity", description=__doc__.split("\n\n")[0])
     add_common(p)
     p.set_defaults(results="results/parity")
@@ -38,9 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def interval95(values: Sequence[float]) -> tuple[float, float]:
-    """(mean, half-width) of the two-sided 95 % Student-t interval (bench.stats.t_interval, the
+    """(mean, half-width) of the two-sided 95 % Student-t interval (bench.report.stats.t_interval, the
     report's); half-width nan for one value."""
-    from bench.stats import t_interval
+    from bench.report.stats import t_interval  # deferred: pandas and scipy; --help needs neither
 
     low, high = t_interval(values)
     return statistics.fmean(values), (high - low) / 2
@@ -69,8 +71,6 @@ def parity_table(ref: dict[tuple[str, float], list[float]], other: dict[tuple[st
 
 
 def accuracies(store_dir: Path, ids: Sequence[str]) -> dict[tuple[str, float], list[float]]:
-    from bench.store import ResultStore
-
     frame = ResultStore(store_dir).frame(ids)
     out: dict[tuple[str, float], list[float]] = {}
     for _, r in frame[frame["status"] == "ok"].iterrows():
@@ -83,11 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from bench import run as bench_run
-    from bench.arguments import select_cells
-    from bench.precision import record_precision
-    from bench.store import ResultStore
-
     precisions = [p.strip() for p in args.precisions.split(",")]
     if len(precisions) != 2 or not set(precisions) <= set(PRECISIONS) or \
             precisions[0] == precisions[1]:

@@ -1,6 +1,6 @@
 """The one place that fills the registries (bench/catalog.py): built-ins, entry points and
---plugin files. The entry points (bench.run, bench.status, bench.report, bench.perf, the Slurm job,
-the local worker) call it once; a registry's first lookup calls `load_builtins` too."""
+--plugin files. The entry points (bench.run, bench.status, bench.report, bench.perf, bench.parity,
+the Slurm job, the local worker) call it once; a script or a test calls `load_builtins()`."""
 from __future__ import annotations
 
 import hashlib
@@ -25,11 +25,12 @@ def load_builtins() -> None:
     if _loaded:
         return
     _loaded = True
-    # Importing a built-in module registers what it defines (methods/ imports each method file).
+    # Importing a built-in module registers what it defines (methods/ imports each method file);
+    # here, not at the top: importing them (torch and all) is what this call does, on demand.
     import bench.data  # noqa: F401
-    import bench.folders  # noqa: F401
-    import bench.models  # noqa: F401
-    import bench.grids  # noqa: F401
+    import bench.data.folders  # noqa: F401
+    import bench.train.models  # noqa: F401
+    import bench.plan.grids  # noqa: F401
     import methods  # noqa: F401
     for group in ENTRY_POINT_GROUPS:
         for ep in metadata.entry_points(group=group):

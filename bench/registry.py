@@ -18,20 +18,15 @@ class UnknownNameError(UsageError, KeyError):
 class Registry(Generic[T]):
     """A dict filled by a decorator; a failed lookup lists every valid name.
 
-    `fill`, if given, runs once before the first lookup (get, canonical, names, `in`): the
-    registries use it to load the built-ins in a process that has not loaded them yet."""
+    A registry only holds entries: it never imports what registers into it. `empty_hint` is what
+    a failed lookup in an empty registry says instead of an empty list of names (how to load the
+    built-ins, for the catalog's registries)."""
 
-    def __init__(self, kind: str, fill: Callable[[], None] | None = None):
+    def __init__(self, kind: str, empty_hint: str = ""):
         self.kind = kind
         self._items: dict[str, T] = {}
-        self._fill = fill
+        self.empty_hint = empty_hint
         self._prefixes: dict[str, tuple[Callable[[str], T], Callable[[str], str]]] = {}
-
-    def _filled(self) -> dict[str, T]:
-        if self._fill is not None:
-            fill, self._fill = self._fill, None  # before the call: filling looks names up too
-            fill()
-        return self._items
 
     def register(self, name: str, *, replace: bool = False) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -64,19 +59,21 @@ class Registry(Generic[T]):
         return self._items[key]
 
     def get(self, name: str) -> T:
-        self._filled()
         built = self._from_prefix(name)
         if built is not None:
             return built
         key = self.canonical(name)
-        if key not in self._filled():
+        if key not in self._items:
+            if not self._items and not self._prefixes:
+                raise UnknownNameError(f"unknown {self.kind} {name!r}: no {self.kind} is "
+                                       f"registered in this process{self.empty_hint}")
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}")
         return self._items[key]
 
     def canonical(self, name: str) -> str:
         """Names are case-insensitive for users; registered spelling is canonical."""
-        items = self._filled()
+        items = self._items
         found = self._prefixed(name)
         if found is not None:
             return found[1](name)
@@ -88,17 +85,17 @@ class Registry(Generic[T]):
         return name
 
     def names(self) -> list[str]:
-        items = self._filled()
+        items = self._items
         return sorted(k for k in items if not any(k.startswith(p) for p in self._prefixes)) + \
             [f"{p}..." for p in self._prefixes]
 
     def __contains__(self, name: str) -> bool:
         if any(name.startswith(p) and len(name) > len(p) for p in self._prefixes):
             return True  # a well-formed name; whether its target is valid, get() says
-        return self.canonical(name) in self._filled()
+        return self.canonical(name) in self._items
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._filled()))
+        return iter(sorted(self._items))
 
 
 def _origin(obj: object) -> str:

@@ -7,9 +7,19 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from bench import guards
-from bench.arguments import add_common, resolve_device, select_cells
-from bench.cli import OneLineParser, run_command
+from bench import catalog
+from bench.cli import OneLineParser, guards, run_command
+from bench.cli.arguments import add_common, resolve_device, select_cells, status_command
+from bench.cli.guards import check_executor_args
+from bench.config import describe_fields
+from bench.plan.estimate import REFERENCE_IMAGES_PER_SECOND, estimate_gpu_hours, format_hours
+from bench.registry import UsageError
+from bench.report.phase_times import format_profiles
+from bench.store import ResultStore, atomic_write_bytes
+
+# Imported inside the functions that need them: torch and what builds on it (the cell, the
+# executors, the trainer's metrics log, the Slurm job), pandas (the tables) and the Slurm modules
+# (submitit, file locks; only --executor slurm), whose start-up `--help` and `--dry-run` never need.
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", metavar="DIR", help="folder holding the datasets' files")
     p.add_argument("--download", action="store_true", help="download datasets (needs internet)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and their ids, run none")
+    p.add_argument("--fields", action="store_true",
+                   help="list every config field --set accepts (type, default, meaning) and exit")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--force", action="store_true", help="rerun cells that already have a record")
     p.add_argument("--compile", action="store_true", help="torch.compile the training step")
@@ -50,16 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def preflight_data(cells, args) -> None:
     """Load each dataset once before running anything, so a bad data root fails fast (exit 2)."""
-    from bench.cell import cached_dataset
+    from bench.exec.cell import cached_dataset  # torch: see the top
 
     for dataset in dict.fromkeys(c.dataset for c in cells):
         cached_dataset(dataset, args.data_root, args.download)
 
 
 def print_dry_run(grid, cells, store) -> None:
-    from bench import catalog
-    from bench.estimate import REFERENCE_IMAGES_PER_SECOND, estimate_gpu_hours, format_hours
-
     def hours(some) -> str:
         return format_hours(estimate_gpu_hours(some))
 
@@ -67,7 +76,7 @@ def print_dry_run(grid, cells, store) -> None:
     todo = [c for c in cells if c.id not in done]
     print(f"grid {grid.name}: {len(cells)} cells, {hours(cells)} GPU-hours ({len(todo)} to run: "
           f"{hours(todo)} GPU-hours; ResNet-18 at {REFERENCE_IMAGES_PER_SECOND:,.0f} CIFAR "
-          f"images/s, model in bench/estimate.py)")
+          f"images/s, model in bench/plan/estimate.py)")
     left_out = getattr(grid, "unregistered_methods", lambda: [])()
     if left_out:
         print(f"  not registered, left out: {', '.join(left_out)}")
@@ -88,8 +97,8 @@ def print_dry_run(grid, cells, store) -> None:
 
 
 def write_tables(grid, cells, store) -> str:
-    from bench.tables import accuracy_table, expected_frame, merge_status, to_markdown
-    from bench.store import atomic_write_bytes
+    # pandas: see the top
+    from bench.report.tables import accuracy_table, expected_frame, merge_status, to_markdown
 
     merged = merge_status(expected_frame(cells), store.frame([c.id for c in cells]))
     parts = []
@@ -110,21 +119,17 @@ def tensorboard_dir(args: argparse.Namespace, profile=None) -> str | None:
     folder = args.tensorboard or (profile.tensorboard if profile is not None else None)
     if not folder:
         return None
-    from bench.metrics_log import require_tensorboard
+    from bench.train.metrics_log import require_tensorboard  # torch: see the top
 
     require_tensorboard()
     path = Path(os.path.expandvars(folder)).expanduser()
     if path.exists() and not path.is_dir():
-        from bench.registry import UsageError
-
         raise UsageError(f"--tensorboard {folder!r} is a file; give a folder (it is created)")
     return str(path.resolve())
 
 
 def print_profiles(args: argparse.Namespace, cells, store) -> None:
     if args.profile:
-        from bench.profile import format_profiles
-
         records, _ = store.load_all([c.id for c in cells])
         print(format_profiles(records) + "\n")
 
@@ -134,34 +139,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from bench.dispatch import check_executor_args
-    from bench.store import ResultStore
-
+    if args.fields:
+        print(describe_fields())
+        return 0
     check_executor_args(args)
     grid, cells = select_cells(args)
     guards.check_inputs(args, cells)
     store = ResultStore(args.results)
     if args.executor == "slurm":
-        from bench.arguments import status_command
-        from bench.dispatch import run_slurm
-        from bench.slurm import SubmissionError, check_partition, describe, load_profile, \
-            require_sbatch
+        from bench.slurm import check_partition, describe, load_profile, require_sbatch  # top
 
         profile = load_profile(args.cluster)
     tensorboard = tensorboard_dir(args, profile if args.executor == "slurm" else None)
     if args.dry_run:
         print_dry_run(grid, cells, store)
         if args.executor == "slurm":
-            from bench.cell import RunOptions
+            from bench.exec.cell import RunOptions  # torch: see the top
             from bench.slurm.phases import plan_for, print_plan
 
             print(describe(profile, sum(not store.is_done(c.id) for c in cells)))
             todo = [c for c in cells if not store.is_done(c.id)]
             print_plan(plan_for(todo, store, RunOptions(share=not args.no_share)))
         return 0
-    from bench.cell import RunOptions
-
-    from bench.checkpoints import check_checkpoints
+    # torch: see the top
+    from bench.exec.cell import RunOptions
+    from bench.exec.checkpoints import check_checkpoints
+    from bench.exec.dispatch import run_inprocess, run_local
+    from bench.slurm.job import SubmissionError
+    from bench.slurm.submit import run_slurm
 
     check_checkpoints(cells)
     if args.executor == "slurm":
@@ -186,9 +191,6 @@ def _main(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     preflight_data(cells, args)
     guards.check_data_fits(cells, args, device)
-
-    from bench.dispatch import run_inprocess, run_local
-
     options = RunOptions(device=device, data_root=args.data_root, download=args.download,
                          progress=not args.no_progress, compile=args.compile,
                          save_checkpoints=not args.no_checkpoints, share=not args.no_share,
@@ -198,7 +200,7 @@ def _main(args: argparse.Namespace) -> int:
                             threads=args.threads)
     else:
         if args.threads:
-            import torch
+            import torch  # see the top
 
             torch.set_num_threads(args.threads)
         outcome = run_inprocess(cells, store, options, force=args.force)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 
 from bench.masks import magnitude_scores, random_scores
-from bench.estimate import (PhaseCost, cell_phases, dense_phase, relative_cost, teacher_phase,
+from bench.plan.estimate import (PhaseCost, cell_phases, dense_phase, relative_cost, teacher_phase,
                             train_images)
 from bench.method import Option, method_for_label, register_method
-from bench.trainer import ce_objective
+from bench.train.trainer import ce_objective
 from methods import controls
 from methods.teacher_guided import OPTIONS as TG_OPTIONS, TeacherGuidedObjective
 

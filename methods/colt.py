@@ -13,7 +13,7 @@ arXiv 2212.12770; official code github.com/ismail31416/COLT).
 
 Budgets: each half trains config.round_epochs per round, the ticket config.sparse_epochs. The
 record's cost is the sum of all rounds (both halves, evaluation, pruning) plus the ticket training;
-the rounds are resumable one by one (bench/rounds.py), and each round's training is shared by
+the rounds are resumable one by one (bench/method/rounds.py), and each round's training is shared by
 every cell of the same trajectory whatever its target (docs/methods.md; --no-share turns it off).
 
 Interpretation choices (docs/methods.md gives each one its reason):
@@ -47,9 +47,9 @@ from torch import nn
 from bench.data import DataBundle, Split
 from bench.masks import (MASK_BUFFER, Accounting, Mask, attach_mask, flatten, intersect, keep_best,
                          keep_count, prunable_modules, prune_global, removal_rank, unflatten)
-from bench.estimate import PhaseCost, relative_cost, rounds_to, shared, train_images
+from bench.plan.estimate import PhaseCost, relative_cost, rounds_to, shared, train_images
 from bench.method import Option, register_method
-from bench.rounds import check_start, resume, shared_round, state_digest, timed
+from bench.method.rounds import check_start, resume, shared_round, state_digest, timed
 
 
 # --- pure pieces -------------------------------------------------------------------------------
@@ -200,6 +200,9 @@ def _conv_target(ctx, model: nn.Module, names: list[str]) -> tuple[int, int, int
     return keep, conv_total, other_total
 
 
+ROUND_KIND = "colt-round"  # the cache kind of a shared round (its cost and its run)
+
+
 def trajectory_key(cfg) -> dict:
     """What determines COLT's rounds, whatever the target: the cache key of each round."""
     return {"model": cfg.model, "round_epochs": cfg.round_epochs,
@@ -212,8 +215,8 @@ def colt_cost(cfg) -> list[PhaseCost]:
     n, m = train_images(cfg), relative_cost(cfg.model, cfg.dataset)
     rounds = rounds_to(cfg.sparsity, cfg.option_dict["prune_fraction"])
     key = trajectory_key(cfg)
-    return [PhaseCost(shared(cfg, "colt-round", {**key, "round": r}), f"round{r}",
-                      n * cfg.round_epochs * m, prefix=shared(cfg, "colt-round", key))
+    return [PhaseCost(shared(cfg, ROUND_KIND, {**key, "round": r}), f"round{r}",
+                      n * cfg.round_epochs * m, prefix=shared(cfg, ROUND_KIND, key))
             for r in range(1, rounds + 1)] + \
         [PhaseCost(None, "ticket", n * cfg.sparse_epochs * m)]
 
@@ -248,7 +251,7 @@ def colt(ctx):
 
     # Round r trains both halves on the mask of round r - 1; only its prune depends on the
     # target. So the training of every round is shared by all cells that reach it (the cache,
-    # keyed without the sparsity), and each cell prunes for itself (bench/rounds.py).
+    # keyed without the sparsity), and each cell prunes for itself (bench/method/rounds.py).
     trajectory = trajectory_key(cfg)
     device = next(ticket.parameters()).device
     for rnd in rounds:
@@ -273,7 +276,7 @@ def colt(ctx):
             return {"weights": weights}, {"phases": phases, "val": val, "test": test,
                                           "start": start}
 
-        payload, meta = shared_round(ctx, "colt-round", trajectory, rnd.index, compute)
+        payload, meta = shared_round(ctx, ROUND_KIND, trajectory, rnd.index, compute)
         check_start(meta, start, f"colt {rnd.name}")
         weights = {k: v.to(device) for k, v in payload["weights"].items()}
         test, val = meta["test"], meta["val"]

@@ -7,7 +7,7 @@ from (the same cache entry), so it costs nothing extra in a grid that has them.
 """
 from __future__ import annotations
 
-from bench.estimate import PhaseCost, dense_phase
+from bench.plan.estimate import PhaseCost, dense_phase
 from bench.method import register_method
 
 

@@ -24,11 +24,11 @@ keep fewer than one weight) is found before training by `check_target`, the meth
 Budgets: the dense network is the harness's cached CE model (config.dense_epochs, shared with
 magnitude/random and reported as shared cost); each round retrains config.round_epochs with a fresh
 optimizer (the original: 160 epochs, then 160 per round). The rounds are resumable one by one
-(bench/rounds.py); every round's pruning, training and test evaluation are timed phases. A round
+(bench/method/rounds.py); every round's pruning, training and test evaluation are timed phases. A round
 that removes its full share is shared by every cell of the same trajectory whatever its target
 (docs/methods.md; --no-share turns it off).
 
-Entropy (`relu_entropy`, `ReluEntropy`): for one batch and one ReLU, p_c is the fraction of positive
+Entropy (methods/egp_entropy.py: `relu_entropy`, `ReluEntropy`): for one batch and one ReLU, p_c is the fraction of positive
 inputs of channel c (over batch and space); channels with p_c ∈ {0, 1} are left out and the batch's
 value is the mean binary entropy (bits) of the others, 0 if none is left. H_l is the mean of the
 batch values over the batches seen (`entropy_batches`; 0 = one full pass as in the original), with
@@ -60,119 +60,15 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from bench.catalog import DATASETS
 from bench.masks import Accounting, attach_mask, get_mask, keep_count, prepare_for_state_dict, \
     prunable_modules, prune_per_layer, sparsity_report
-from bench.estimate import PhaseCost, dense_phase, relative_cost, rounds_to, shared, train_images
+from bench.plan.estimate import (PhaseCost, dense_phase, relative_cost, rounds_to, shared,
+                                 train_images)
 from bench.method import Option, UnreachableTarget, register_method
-from bench.models import build_model
-from bench.rounds import check_start, resume, shared_round, state_digest, timed
-
-
-# --- entropy of ReLU states ----------------------------------------------------------------------
-
-
-def binary_entropy(p: torch.Tensor) -> torch.Tensor:
-    """H(p) in bits, elementwise; H(0) = H(1) = 0."""
-    p = p.double()
-    return -(torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p)) / math.log(2)
-
-
-def relu_entropy(preact: torch.Tensor) -> float:
-    """One batch's entropy of a ReLU's states: mean binary entropy of the per-channel fraction of
-    positive inputs, over the channels that are neither always on nor always off (0 if none).
-    `preact` is N x C (x H x W)."""
-    dims = [d for d in range(preact.dim()) if d != 1]
-    p = (preact > 0).float().mean(dim=dims)
-    ambiguous = (p > 0) & (p < 1)
-    if not bool(ambiguous.any()):
-        return 0.0
-    return float(binary_entropy(p[ambiguous]).mean())
-
-
-class ReluEntropy:
-    """Hooks that accumulate, per conv feeding a ReLU, the batch entropies of that ReLU's input.
-
-        with ReluEntropy(model) as probe:
-            for batch in batches: model(batch.x)
-        probe.entropies()   # {conv name: H_l}
-    """
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-        self.sums: dict[str, float] = {}
-        self.batches = 0
-        self._last_conv: dict[str, str] = {}  # parent name -> last sibling conv that ran
-        self._handles: list = []
-
-    def __enter__(self) -> "ReluEntropy":
-        self._handles.append(self.model.register_forward_pre_hook(self._on_batch))
-        for name, module in self.model.named_modules():
-            parent = name.rpartition(".")[0]
-            if isinstance(module, nn.Conv2d):
-                self._handles.append(module.register_forward_hook(self._conv_hook(name, parent)))
-            elif isinstance(module, nn.ReLU):
-                self._handles.append(module.register_forward_pre_hook(self._relu_hook(parent)))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def _on_batch(self, module, inputs) -> None:
-        self.batches += 1
-        self._last_conv.clear()
-
-    def _conv_hook(self, name: str, parent: str):
-        def hook(module, inputs, output):
-            self._last_conv[parent] = name
-        return hook
-
-    def _relu_hook(self, parent: str):
-        def hook(module, inputs):
-            conv = self._last_conv.get(parent)
-            if conv is not None:
-                self._record(conv, inputs[0])
-        return hook
-
-    def _record(self, conv: str, preact: torch.Tensor) -> None:
-        self.sums[conv] = self.sums.get(conv, 0.0) + relu_entropy(preact)
-
-    def entropies(self) -> dict[str, float]:
-        return {name: total / max(1, self.batches) for name, total in self.sums.items()}
-
-
-class _ReluFeeders(ReluEntropy):
-    """The same attribution of ReLUs to convs, measuring nothing."""
-
-    def _record(self, conv: str, preact: torch.Tensor) -> None:
-        self.sums.setdefault(conv, 0.0)
-
-
-@torch.no_grad()
-def relu_fed_convs(model: nn.Module, channels: int, image_size: int) -> list[str]:
-    """The convs EGP prunes (those that feed a ReLU), in the model's module order, found by one
-    forward pass of a blank image through the same hooks that measure the entropies."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    with _ReluFeeders(model) as probe:
-        model(torch.zeros(1, channels, image_size, image_size, device=device))
-    model.train(was_training)
-    return [n for n in prunable_modules(model) if n in probe.sums]
-
-
-@torch.no_grad()
-def layer_entropies(model: nn.Module, trainer, split, *, batches: int, batch_size: int,
-                    salt: str) -> dict[str, float]:
-    """H_l for every conv that feeds a ReLU, over `batches` training batches (0: all)."""
-    model.eval()
-    with ReluEntropy(model) as probe, trainer.autocast():
-        for i, batch in enumerate(trainer.loader(split, batch_size, train=True, salt=salt)):
-            if batches and i >= batches:
-                break
-            model(batch.x)
-    return probe.entropies()
+from bench.method.rounds import check_start, resume, shared_round, state_digest, timed
+from bench.train.models import build_model
+from methods.egp_entropy import layer_entropies, relu_fed_convs
 
 
 # --- budgets -------------------------------------------------------------------------------------
@@ -265,8 +161,6 @@ def check_target(config) -> str | None:
     """The method's precheck (bench.run --dry-run, and every cell before it trains): why the
     config's target is out of EGP's reach, or None. Builds the model once per shape (on the CPU,
     about a second for ResNet-18)."""
-    from bench.catalog import DATASETS
-
     spec = DATASETS.get(config.dataset)
     total, _, pruned_total = _structure(config.model, spec.num_classes, spec.channels,
                                         spec.image_size)
@@ -283,7 +177,7 @@ def _egp_round(ctx, model: nn.Module, modules: Mapping[str, nn.Module], pruned: 
                entropy: Mapping[str, float]):
     """One round on `model` in place: prune (at most `limit` weights; None: the full share) by
     the layer entropies measured at the round's start, retrain, evaluate. Returns (payload,
-    meta) for bench.rounds.shared_round."""
+    meta) for bench.method.rounds.shared_round."""
     cfg, opts = ctx.config, ctx.options
     phases: dict = {}
     mask = get_mask(model)
@@ -321,6 +215,9 @@ def _egp_round(ctx, model: nn.Module, modules: Mapping[str, nn.Module], pruned: 
 
 
 
+ROUND_KIND = "egp-round"  # the cache kind of a shared round (its cost and its run)
+
+
 def trajectory_key(cfg) -> dict:
     """What determines EGP's full rounds, whatever the target: the cache key of each."""
     opts = cfg.option_dict
@@ -337,8 +234,8 @@ def egp_cost(cfg) -> list[PhaseCost]:
     rounds = rounds_to(cfg.sparsity, cfg.option_dict["prune_fraction"])
     key = trajectory_key(cfg)
     return [dense_phase(cfg)] + [
-        PhaseCost(shared(cfg, "egp-round", {**key, "round": r}) if r < rounds else None,
-                  f"round{r}", n * cfg.round_epochs * m, prefix=shared(cfg, "egp-round", key))
+        PhaseCost(shared(cfg, ROUND_KIND, {**key, "round": r}) if r < rounds else None,
+                  f"round{r}", n * cfg.round_epochs * m, prefix=shared(cfg, ROUND_KIND, key))
         for r in range(1, rounds + 1)]
 
 
@@ -386,7 +283,7 @@ def egp(ctx):
 
     # A round that removes its full share (p of what is left) does not depend on the target, so
     # its state is shared by every cell that passes through it (the cache, keyed without the
-    # sparsity); the last, partial round is each cell's own (bench/rounds.py).
+    # sparsity); the last, partial round is each cell's own (bench/method/rounds.py).
     trajectory = trajectory_key(cfg)
     for rnd in rounds:
         mask = get_mask(model)
@@ -408,7 +305,7 @@ def egp(ctx):
             return _egp_round(ctx, model, modules, pruned, pruned_total, limit, rnd, folder,
                               start, entropy)
 
-        payload, meta = shared_round(ctx, "egp-round", trajectory, rnd.index, compute, share=full)
+        payload, meta = shared_round(ctx, ROUND_KIND, trajectory, rnd.index, compute, share=full)
         check_start(meta, start, f"egp {rnd.name}")
         if meta["removed"] == 0:  # nothing left that EGP may prune: report the sparsity reached
             ctx.extra["egp"]["target_reached"] = False

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.loader import Batch
-from bench.losses import cross_entropy, cskd_loss, dlb_loss, pskd_alpha, pskd_loss
-from bench.trainer import Hook, TrainState
+from bench.data.loader import Batch
+from bench.train.losses import cross_entropy, cskd_loss, dlb_loss, pskd_alpha, pskd_loss
+from bench.train.trainer import Hook, TrainState
 
 
 @dataclass

@@ -3,7 +3,7 @@ with self-distillation (SD). Chen et al., "Early Pruning with Self-Distillation"
 
     1. θ0 = the seeded initialisation (no dense phase).
     2. Score every prunable weight by a meta-gradient |∂L(θ_k)/∂m| through k = 3 SGD steps
-       (lr 0.5, momentum 0.9, one fresh batch each; bench/saliency.py, `meta_grad=official`:
+       (lr 0.5, momentum 0.9, one fresh batch each; bench/train/saliency.py, `meta_grad=official`:
        ProsPr's code, the first gradient held constant; `paper`: the paper's equation):
          simple: L = CE on plain batches;
          epsd:   L = the SD method's own training objective on its own batches, scores / their sum.
@@ -44,12 +44,12 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from bench.loader import Batch, IndexSampler
-from bench.estimate import PhaseCost, relative_cost, train_images
+from bench.data.loader import Batch, IndexSampler
+from bench.plan.estimate import PhaseCost, relative_cost, train_images
 from bench.method import Option, register_method
 from bench.registry import UsageError
-from bench.saliency import META_GRADS, meta_gradient_scores, normalize_by_sum
-from bench.trainer import Objective, ce_objective
+from bench.train.saliency import META_GRADS, meta_gradient_scores, normalize_by_sum
+from bench.train.trainer import Objective, ce_objective
 from methods.sd_batching import ClassPairSampler, EverySampleSampler, LastBatchSampler
 from methods.sd_objectives import ClassWiseSelfKD, LastBatchSelfKD, ProgressiveSelfKD
 

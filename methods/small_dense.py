@@ -5,7 +5,7 @@ keeps, round((1 − s)·N), trained from scratch with CE for the pruned methods'
 training a smaller network.
 
 Width: the last stage's channel count j (1 … full) with the other stages kept in proportion
-(bench.models.narrow_widths); the j whose prunable count is nearest the target is taken. Such a
+(bench.train.models.narrow_widths); the j whose prunable count is nearest the target is taken. Such a
 width "exists" only for the built-in resnets and only when that nearest count is within
 WIDTH_TOLERANCE of the target; elsewhere (smallcnn, timm:, a target below the narrowest network)
 the cell fails before training with the reason, and `bench.run --dry-run` lists it UNREACHABLE.
@@ -19,9 +19,9 @@ import torch
 
 from bench import catalog
 from bench.masks import keep_count, prunable_weights
-from bench.estimate import PhaseCost, relative_cost, train_images
+from bench.plan.estimate import PhaseCost, relative_cost, train_images
 from bench.method import register_method
-from bench.models import RESNETS, build_model, narrow_resnet
+from bench.train.models import RESNETS, build_model, narrow_resnet
 
 WIDTH_TOLERANCE = 0.10  # relative distance of the narrow network's weights from the target count
 

@@ -9,11 +9,13 @@
 """
 from __future__ import annotations
 
-from bench.importance import SCORES, ImportanceEMA
-from bench.losses import KD_NORMS, cross_entropy, teacher_guided_loss
-from bench.estimate import PhaseCost, relative_cost, shared, teacher_phase, train_images
+import torch
+
+from bench.train.importance import SCORES, ImportanceEMA
+from bench.train.losses import KD_NORMS, cross_entropy, teacher_guided_loss
+from bench.plan.estimate import PhaseCost, relative_cost, shared, teacher_phase, train_images
 from bench.method import Option, register_method
-from bench.trainer import ce_objective
+from bench.train.trainer import ce_objective
 from methods import controls
 
 OPTIONS = {
@@ -37,8 +39,6 @@ class TeacherGuidedObjective:
         self.teacher, self.alpha, self.temperature, self.kd_norm = teacher, alpha, temperature, kd_norm
 
     def __call__(self, model, batch):
-        import torch
-
         logits = model(batch.x)
         if self.alpha == 0.0:
             return cross_entropy(logits, batch.y), logits
@@ -47,6 +47,9 @@ class TeacherGuidedObjective:
         loss = teacher_guided_loss(logits, teacher_logits, batch.y, alpha=self.alpha,
                                    temperature=self.temperature, kd_norm=self.kd_norm)
         return loss, logits
+
+
+STUDENT_KIND = "tg-student"  # the cache kind of the teacher-guided student
 
 
 def student_key(cfg) -> dict:
@@ -65,7 +68,7 @@ def tg_cost(cfg) -> list[PhaseCost]:
     t = relative_cost(cfg.teacher, cfg.dataset)
     retrain = m + (t / 3.0 if cfg.option_dict["retrain"] == "kd" else 0.0)
     return [teacher_phase(cfg),
-            PhaseCost(shared(cfg, "tg-student", student_key(cfg)), "student",
+            PhaseCost(shared(cfg, STUDENT_KIND, student_key(cfg)), "student",
                       n * cfg.dense_epochs * (m + t / 3.0)),
             PhaseCost(None, "retrain", n * cfg.sparse_epochs * retrain)]
 
@@ -95,7 +98,7 @@ def teacher_guided_oneshot(ctx):
                 {"student_test_acc": ctx.trainer.accuracy(student, ctx.data.test),
                  "scored_steps": importance.steps, "phases": {"student": result.as_record()}})
 
-    entry = ctx.cached_phase("tg-student", student_key(cfg), train_student_and_score)
+    entry = ctx.cached_phase(STUDENT_KIND, student_key(cfg), train_student_and_score)
     student = ctx.make_model()
     student.load_state_dict(entry.payload["state_dict"])
     ctx.extra["dense_test_acc"] = entry.meta["student_test_acc"]

@@ -1,14 +1,15 @@
-"""The package's import graph has no cycle (issue 15).
+"""The import graph has no cycle, between modules or between packages (issues 15 and 31).
 
-Two graphs are built from the source with `ast` (nothing is imported):
+Graphs are built from the source with `ast` (nothing is imported):
   * module level: every import that runs when a module is imported, including those under
     `if TYPE_CHECKING:` (a type checker follows them) and inside class bodies;
-  * all imports: the same plus the imports inside functions (deferred imports, used here for heavy
+  * all imports: the same plus the imports inside functions (deferred imports, used for heavy
     libraries and for work done only on demand). A cycle there is not an import-time error, but it
-    is the same tangle of responsibilities, so it is refused as well, with one exception: the loader
-    `bench.plugins` imports every built-in module inside `load_builtins` on purpose (that is its
-    whole job, and the registries call it on their first lookup), so its deferred imports are left
-    out of the second graph.
+    is the same tangle of responsibilities, so it is refused as well, with no exception: the
+    registries hold entries and never load them (the entry points call bench.plugins);
+  * packages: all imports with every module of a package of bench (bench.data, bench.train, ...)
+    as one node, a module at bench's top level (bench.config, bench.run, ...) as a node of its
+    own, and the methods package as one node, so the layers cannot lean on each other either.
 Importing `a.b.c` from outside package `a.b` also runs `a/b/__init__.py`, so that counts as an
 import of the package too.
 """
@@ -19,7 +20,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bench", "methods")
-LOADER = "bench.plugins"
 
 
 def modules(root: Path = ROOT) -> dict[str, Path]:
@@ -61,7 +61,7 @@ def import_graph(root: Path = ROOT, deferred: bool = False) -> dict[str, set[str
             for child in ast.iter_child_nodes(node):
                 inside = in_function or isinstance(
                     child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-                counted = not in_function or (deferred and module != LOADER)
+                counted = not in_function or deferred
                 if isinstance(child, ast.Import) and counted:
                     for alias in child.names:
                         add(resolve(alias.name))
@@ -73,6 +73,22 @@ def import_graph(root: Path = ROOT, deferred: bool = False) -> dict[str, set[str
 
         visit(ast.parse(path.read_text(), str(path)), False)
     return graph
+
+
+def package_of(module: str) -> str:
+    """A module's node in the package graph: bench.<package> for the modules of a package of
+    bench, the module itself at bench's top level, the top package elsewhere (methods)."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "bench" else parts[0]
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        node = package_of(module)
+        out.setdefault(node, set()).update(package_of(t) for t in targets
+                                           if package_of(t) != node)
+    return out
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -112,6 +128,19 @@ def test_imports_including_deferred_ones_have_no_cycle():
     assert cycle is None, "import cycle (deferred imports included): " + " -> ".join(cycle)
 
 
+def test_packages_have_no_cycle():
+    cycle = find_cycle(package_graph(import_graph(deferred=True)))
+    assert cycle is None, "import cycle between packages: " + " -> ".join(cycle)
+
+
+def test_registries_load_nothing():
+    """The catalog's registries import only the Registry type (issue 31): filling them is the
+    entry points' job, so a lookup never imports the modules that register into them."""
+    graph = import_graph(deferred=True)
+    assert graph["bench.catalog"] == {"bench.registry"}
+    assert graph["bench.registry"] == set()
+
+
 def test_the_walk_sees_cycles(tmp_path):
     """The checker itself: a deferred cycle and a TYPE_CHECKING one are found, a clean tree is
     not flagged, and a submodule import counts as an import of its package."""
@@ -144,11 +173,22 @@ def test_the_walk_sees_cycles(tmp_path):
     (tmp_path / "bench" / "pkg" / "inner.py").write_text("from bench.c import x\n")
     assert find_cycle(import_graph(tmp_path)) == \
         ["bench.c", "bench.pkg", "bench.pkg.inner", "bench.c"]
+    # no module cycle, but two packages leaning on each other
+    (tmp_path / "bench" / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "bench" / "pkg" / "inner.py").write_text("from bench.other.x import v\n")
+    (tmp_path / "bench" / "other").mkdir()
+    (tmp_path / "bench" / "other" / "__init__.py").write_text("")
+    (tmp_path / "bench" / "other" / "x.py").write_text("v = 1\n")
+    (tmp_path / "bench" / "other" / "y.py").write_text("def f():\n    from bench.pkg import z\n")
+    assert find_cycle(import_graph(tmp_path, deferred=True)) is None
+    cycle = find_cycle(package_graph(import_graph(tmp_path, deferred=True)))
+    assert cycle is not None and set(cycle) == {"bench.other", "bench.pkg"}
 
 
-def test_a_config_validates_without_loading_anything_first():
-    """Importing bench.config imports neither torch nor a method; building a RunConfig in a fresh
-    process loads the built-ins through the registries' first lookup and validates."""
+def test_a_config_validates_once_the_builtins_are_loaded():
+    """Importing bench.config imports neither torch nor a method. A lookup in the empty
+    registries says, in one line, how to load the built-ins; after that one explicit call a
+    RunConfig validates, and an unknown name lists the valid ones."""
     import subprocess
     import sys
 
@@ -156,6 +196,13 @@ def test_a_config_validates_without_loading_anything_first():
             "import bench.config, bench.catalog\n"
             "assert 'torch' not in sys.modules and 'methods' not in sys.modules, 'eager import'\n"
             "from bench.config import RunConfig\n"
+            "try:\n"
+            "    RunConfig(method='COLT', dataset='digits')\n"
+            "except ValueError as exc:\n"
+            "    print(exc)\n"
+            "assert 'torch' not in sys.modules and 'methods' not in sys.modules, 'lookup loaded'\n"
+            "from bench.plugins import load_builtins\n"
+            "load_builtins()\n"
             "cfg = RunConfig(method='COLT', dataset='digits', options=(('prune_fraction', 0.2),))\n"
             "print(cfg.method, cfg.label, 'torch' in sys.modules)\n"
             "try:\n"
@@ -165,6 +212,8 @@ def test_a_config_validates_without_loading_anything_first():
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stderr
-    first, second = res.stdout.splitlines()
+    empty, first, second = res.stdout.splitlines()
+    assert empty.startswith("unknown method 'COLT': no method is registered in this process; ")
+    assert "bench.plugins.load_builtins()" in empty
     assert first.startswith("colt colt") and first.endswith("True")
     assert second.startswith("unknown method 'nope'; valid: ") and "tg-oneshot" in second

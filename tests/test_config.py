@@ -76,3 +76,36 @@ def test_dataset_default_temperature():
     assert RunConfig(dataset="cifar10").resolved_temperature() == 3.0
     assert RunConfig(dataset="tinyimagenet").resolved_temperature() == 5.0
     assert RunConfig(dataset="tinyimagenet", temperature=2).resolved_temperature() == 2.0
+
+
+def test_every_field_says_what_it_means():
+    """Each RunConfig field carries one line of help in its metadata (issue 31, section 3)."""
+    from dataclasses import fields
+
+    for f in fields(RunConfig):
+        text = f.metadata.get("help", "")
+        assert text and "\n" not in text and len(text) < 100, f.name
+
+
+def test_fields_lists_every_field_with_type_default_and_meaning(capsys):
+    from dataclasses import fields
+
+    from bench.run import main
+
+    assert main(["--fields"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line for line in out[4:]}
+    assert list(rows) == [f.name for f in fields(RunConfig)]
+    for f in fields(RunConfig):
+        assert f.metadata["help"] in rows[f.name] and str(f.type) in rows[f.name]
+    assert rows["sparse_epochs"].split()[1:3] == ["int", "10"]
+    assert rows["temperature"].split()[1:5] == ["float", "|", "None", "(unset)"]
+
+
+def test_an_unknown_set_field_is_one_line_naming_the_valid_ones(capsys):
+    from bench.run import main
+
+    assert main(["--set", "nosuch=1", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unknown config field(s) 'nosuch'; valid: ")
+    assert "sparse_epochs" in err[0]

@@ -2,6 +2,7 @@ import os
 import sys
 import textwrap
 
+import pytest
 import yaml
 
 from bench.store import ResultStore
@@ -34,6 +35,7 @@ def grid_file(tmp_path, methods, **extra):
     return path
 
 
+@pytest.mark.e2e
 def test_a_plugin_file_registers_a_method_that_runs_end_to_end(tmp_path):
     plugin = tmp_path / "my_method.py"
     plugin.write_text(PLUGIN)
@@ -58,6 +60,7 @@ def test_a_plugin_file_registers_a_method_that_runs_end_to_end(tmp_path):
     assert len(rows) >= 2 and "missing" not in rows[0] + rows[1]
 
 
+@pytest.mark.e2e
 def test_the_documented_snip_example_runs(tmp_path):
     grid = grid_file(tmp_path, ["snip"])
     res = run_cli("bench.run", "--plugin", ROOT / "docs/examples/snip.py", "--grid", grid,
@@ -67,6 +70,7 @@ def test_the_documented_snip_example_runs(tmp_path):
     assert rec["status"] == "ok" and {"score", "prune", "train"} <= set(rec["phases"])
 
 
+@pytest.mark.e2e
 def test_a_name_clash_with_a_builtin_is_a_clear_error(tmp_path):
     plugin = tmp_path / "clash.py"
     plugin.write_text(PLUGIN.replace('"layerwise-magnitude"', '"magnitude"'))
@@ -76,6 +80,7 @@ def test_a_name_clash_with_a_builtin_is_a_clear_error(tmp_path):
     assert "method 'magnitude' is already registered" in res.stderr
 
 
+@pytest.mark.e2e
 def test_plugin_errors_are_one_line(tmp_path):
     res = run_cli("bench.run", "--plugin", tmp_path / "missing.py", "--dry-run")
     assert res.returncode == 2 and "plugin file" in res.stderr and "does not exist" in res.stderr
@@ -112,6 +117,7 @@ def test_a_malformed_grid_file_names_the_bad_key(tmp_path, capsys):
     assert code == 2 and "not valid YAML" in err
 
 
+@pytest.mark.e2e
 def test_an_installed_package_adds_methods_through_entry_points(tmp_path):
     site = tmp_path / "site"
     (site / "acme_pruning").mkdir(parents=True)

@@ -18,6 +18,7 @@ def tiny_grid(tmp_path, **over):
     return path
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("args,needle", [
     (["--methods", "nosuch"], "unknown method 'nosuch'; valid: "),
     (["--sparsities", "1.5"], "sparsity=1.5 is invalid; must be a number in [0, 1)"),
@@ -41,6 +42,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
     assert not (tmp_path / "r" / "records").exists()  # nothing written
 
 
+@pytest.mark.e2e
 def test_dry_run_lists_cells_and_ids(tmp_path):
     res = run_cli("bench.run", "--dry-run", "--results", tmp_path)
     assert res.returncode == 0
@@ -48,6 +50,7 @@ def test_dry_run_lists_cells_and_ids(tmp_path):
     assert not (tmp_path / "records").exists()
 
 
+@pytest.mark.e2e
 def test_grid_runs_records_tables_checkpoints_then_skips(tmp_path):
     grid = tiny_grid(tmp_path)
     res = run_cli("bench.run", "--grid", grid, "--results", tmp_path / "r", "--no-progress")
@@ -95,6 +98,7 @@ def test_grid_runs_records_tables_checkpoints_then_skips(tmp_path):
     assert len(changed) == 1
 
 
+@pytest.mark.e2e
 def test_filters_select_grid_variants(tmp_path):
     res = run_cli("bench.run", "--dry-run", "--methods", "tg-oneshot", "--sparsities", "0.7",
                   "--seeds", "1,2", "--results", tmp_path)
@@ -102,6 +106,7 @@ def test_filters_select_grid_variants(tmp_path):
     assert res.stdout.count("tg-oneshot-ft") == 2 and res.stdout.count("tg-oneshot-kd") == 2
 
 
+@pytest.mark.e2e
 def test_the_default_quick_grid_end_to_end(tmp_path):
     """The README's main job: no arguments, real digits data, every quick-grid method."""
     res = run_cli("bench.run", "--results", tmp_path, "--no-progress")

@@ -2,8 +2,10 @@
 
 One module per concern: `profile` (the YAML profiles in slurm/ and the sbatch parameters they
 make), `queue` (what the cluster says: MaxArraySize, partitions, squeue/sacct states, and the
-submissions file), `job` (the per-cell job and submitting job arrays). Submitting and waiting
-as an executor is `bench.dispatch.run_slurm`, beside the other executors.
+submissions file), `plan` (shared phases as jobs of their own, cells after them), `phases`
+(submitting the plan, the phase jobs' state files), `job` (the per-cell job and submitting job
+arrays), `states` (where each cell stands: what bench.status prints) and `submit` (bench.run's
+--executor slurm: submit, then optionally wait).
 
     python -m bench.run --grid quick --executor slurm --cluster local [--wait]
     python -m bench.status --grid quick
@@ -21,7 +23,7 @@ How a sweep runs:
     the cell's lock and calls `run_cell`, which writes the cell's record. A cell that raises
     writes a failed record (with its traceback) and its job ends FAILED; the other cells go on.
   * Cells that need the same cached phase (a teacher, a dense student) are synchronised by the
-    phase cache's file lock (bench/cache.py): the first job trains it, the others wait on the
+    phase cache's file lock (bench/store/cache.py): the first job trains it, the others wait on the
     lock and then read it, so no phase is trained twice, however many tasks run at once.
   * Preemption and time limits: Slurm sends USR2 `signal_delay_s` before the limit (or on
     preemption); `CellJob` is a `submitit.helpers.Checkpointable`, so submitit requeues the same
@@ -49,7 +51,7 @@ _JOB_NAMES = ("CellFailed", "CellJob", "Submission", "SubmissionError", "job_dev
 
 def __getattr__(name: str):
     if name in _JOB_NAMES:
-        from bench.slurm import job
+        from bench.slurm import job  # deferred: see above
 
         return getattr(job, name)
     raise AttributeError(f"module 'bench.slurm' has no attribute {name!r}")

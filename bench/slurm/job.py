@@ -8,11 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import submitit
+import torch
+from submitit.core.utils import FailedJobError
 from submitit.helpers import Checkpointable
 
-from bench.cell import RunOptions
 from bench.config import RunConfig
 from bench.console import first_line
+from bench.exec.cell import RunOptions
+from bench.exec.locked import Outcome, run_one_locked
+from bench.plugins import load_builtins, load_plugin
 from bench.slurm.profile import ClusterProfile, slurm_parameters
 from bench.slurm.queue import (JOB_LOG_DIR, array_chunk_size, chunked, cluster_max_array_size,
                                record_submissions)
@@ -37,8 +42,6 @@ class CellJob(Checkpointable):
         self.lock_wait_s = lock_wait_s
 
     def __call__(self) -> dict[str, Any]:
-        from bench.locked import Outcome, run_one_locked
-
         options = job_setup(self.plugins, self.options)
         cfg = self.config
         store = ResultStore(self.results)
@@ -71,8 +74,6 @@ class CellJob(Checkpointable):
 def job_setup(plugins: Sequence[str], options: RunOptions) -> RunOptions:
     """What every job does first on its node: the submitter's plugins and the built-ins, the
     threads Slurm gave it, and the device it resolves to there."""
-    from bench.plugins import load_builtins, load_plugin
-
     for plugin in plugins:
         load_plugin(plugin)
     load_builtins()
@@ -87,15 +88,12 @@ def say(text: str) -> None:
 def _threads_from_slurm() -> None:
     cpus = os.environ.get("SLURM_CPUS_PER_TASK")
     if cpus and cpus.isdigit() and int(cpus) > 0:
-        import torch
-
         torch.set_num_threads(int(cpus))
 
 
 def job_device(name: str) -> str:
     if name != "auto":
         return name
-    import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -119,8 +117,6 @@ class SubmissionError(RuntimeError):
 def make_executor(profile: ClusterProfile, folder: Path, dependency: str = ""):
     """`dependency`: Slurm job ids joined by ':' that must end ok first (afterok); if one fails,
     Slurm cancels the dependent job (kill-on-invalid-dep) and bench.status says which phase."""
-    import submitit
-
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=profile.max_requeues,
                                       python=profile.python)
     params = slurm_parameters(profile)
@@ -138,8 +134,6 @@ def submit(cells: Sequence[RunConfig], store: ResultStore, options: RunOptions,
            after: Sequence[str] = ()) -> Submission:
     """Submit `cells` as job arrays (chunked below MaxArraySize); record cell -> job id.
     `dependency`/`after`: the Slurm ids and the plan's ids of the phase jobs they wait for."""
-    from submitit.core.utils import FailedJobError
-
     root = store.root.resolve()
     store = ResultStore(root)
     folder = root / JOB_LOG_DIR / "%j"

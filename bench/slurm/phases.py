@@ -1,48 +1,26 @@
 """Submitting a sweep as its plan (bench/slurm/plan.py): phase jobs first, then the cells as
-arrays that depend on them; each phase job's state is a small file the status view reads."""
+arrays that depend on them; each phase job's state is a small file the status view reads
+(bench/slurm/queue.py: write_phase_status, read_phase_status)."""
 from __future__ import annotations
 
-import json
-import os
-import time
-from pathlib import Path
 from typing import Any, Sequence
 
+from submitit.core.utils import FailedJobError
 from submitit.helpers import Checkpointable
 
-from bench.cell import RunOptions
 from bench.console import first_line
+from bench.exec.cell import RunOptions, prefetch
+from bench.plan.estimate import REFERENCE_IMAGES_PER_SECOND, format_hours
+from bench.slurm.job import (JOB_LOG_DIR, Submission, SubmissionError, job_setup, make_executor,
+                             say, submit)
 from bench.slurm.plan import PhaseJob, Plan, make_plan
+from bench.slurm.queue import record_submissions, write_phase_status
 from bench.store import ResultStore
-
-PHASES_DIR = "phases"
-
-
-def phase_status_path(store: ResultStore, job_id: str) -> Path:
-    return store.root / PHASES_DIR / f"{job_id}.json"
-
-
-def write_phase_status(store: ResultStore, job: PhaseJob, state: str, **fields: Any) -> None:
-    from bench.store import atomic_write_bytes
-
-    path = phase_status_path(store, job.id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    body = {"id": job.id, "name": job.name, "cell": job.cell.id, "label": job.cell.label,
-            "state": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), **fields}
-    atomic_write_bytes(path, json.dumps(body, indent=1).encode())
-
-
-def read_phase_status(store: ResultStore, job_id: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(phase_status_path(store, job_id).read_text())
-    except (OSError, ValueError):
-        return None
-
+from bench.store.cache import PhaseCache
 
 class PhaseJobRunner(Checkpointable):
     """A shared phase as a Slurm job: the owning cell's method runs until that phase is in the
-    cache (bench.cell.prefetch). Requeued after preemption like a cell, it resumes from the
+    cache (bench.exec.cell.prefetch). Requeued after preemption like a cell, it resumes from the
     phase's epoch checkpoints in the cache's scratch folder."""
 
     def __init__(self, job: PhaseJob, results: str, options: RunOptions,
@@ -53,9 +31,6 @@ class PhaseJobRunner(Checkpointable):
         self.plugins = tuple(plugins)
 
     def __call__(self) -> dict[str, Any]:
-        from bench.cell import prefetch
-        from bench.slurm.job import job_setup, say
-
         options = job_setup(self.plugins, self.options)
         store = ResultStore(self.results)
         job = self.job
@@ -73,8 +48,6 @@ class PhaseJobRunner(Checkpointable):
 
 
 def plan_for(cells, store: ResultStore, options: RunOptions) -> Plan:
-    from bench.cache import PhaseCache
-
     cached = PhaseCache(store.cache_dir).plan_keys()
     return make_plan(cells, cached.__contains__, share=options.share)
 
@@ -83,11 +56,6 @@ def submit_plan(plan: Plan, store: ResultStore, options: RunOptions, profile, *,
                 force: bool = False, grid: str = "", plugins: Sequence[str] = ()):
     """Phase jobs level by level, each after the jobs it needs; then one array per group of
     cells that wait for the same phase jobs. Returns (phase job ids, cell Submission)."""
-    from submitit.core.utils import FailedJobError
-
-    from bench.slurm.job import JOB_LOG_DIR, Submission, SubmissionError, make_executor, submit
-    from bench.slurm.queue import record_submissions
-
     root = store.root.resolve()
     store = ResultStore(root)
     slurm_ids: dict[str, str] = {}
@@ -118,8 +86,6 @@ def submit_plan(plan: Plan, store: ResultStore, options: RunOptions, profile, *,
 def print_plan(plan: Plan, images_per_second: float | None = None) -> None:
     """What `--executor slurm --dry-run` shows: the phase jobs by level and the cell arrays,
     with their dependencies and estimated GPU-hours."""
-    from bench.estimate import REFERENCE_IMAGES_PER_SECOND, format_hours
-
     rate = images_per_second or REFERENCE_IMAGES_PER_SECOND
 
     def hours(work: float) -> str:

@@ -3,11 +3,11 @@ each depending on the phases it needs (`--dependency=afterok:...`), so no alloca
 phase lock while another job trains the teacher.
 
 The graph is a pure function of the cells and of what the cache already holds (`make_plan`); it
-reads each method's declared phases (register_method(cost=...), bench/estimate.py), whose keys are
-the cache's own (bench/phase_keys.py), so the plan cannot drift from what the cells will compute.
+reads each method's declared phases (register_method(cost=...), bench/plan/estimate.py), whose keys are
+the cache's own (bench/plan/phase_keys.py), so the plan cannot drift from what the cells will compute.
 
 - A shared phase (teacher, teacher-guided student, dense network) not in the cache is one job,
-  run by the first cell that needs it, stopped right after that phase (`bench.cell.prefetch`).
+  run by the first cell that needs it, stopped right after that phase (`bench.exec.cell.prefetch`).
   It depends on the phases before it in that cell (the student on the teacher).
 - The round prefixes of one COLT or EGP trajectory (same seed and budgets, any target) are one
   job: the trajectory's deepest cell computes every shared round, and stops there.
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from bench.config import RunConfig
-from bench.estimate import PhaseCost, cell_phases
+from bench.plan.estimate import PhaseCost, cell_phases
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class PhaseJob:
     cell: RunConfig  # the cell that computes it (stopped after `stop`)
     stop: tuple  # the cache key after which that cell stops
     after: tuple[str, ...]  # ids of the phase jobs it needs first
-    work: float  # ResNet-18-CIFAR image equivalents (bench/estimate.py)
+    work: float  # ResNet-18-CIFAR image equivalents (bench/plan/estimate.py)
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def _without_match(cell: RunConfig) -> RunConfig:
 def make_plan(cells: Sequence[RunConfig], is_cached: Callable[[tuple], bool],
               share: bool = True) -> Plan:
     """`is_cached(key)`: whether the cache holds the phase with that estimate key
-    (bench.estimate.shared). A trajectory counts as cached when its deepest round is."""
+    (bench.plan.estimate.shared). A trajectory counts as cached when its deepest round is."""
     phases_of = {c.id: cell_phases(c) for c in cells}
     chains = {c.id: _chain(phases_of[c.id], share) for c in cells}
     # A trajectory node is computed by its deepest cell: the one with the most shared rounds.

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from bench.registry import UsageError
+from bench.store.files import read_yaml
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "slurm"
 
@@ -51,8 +52,6 @@ def profile_names() -> list[str]:
 
 def load_profile(spec: str) -> ClusterProfile:
     """`spec` is a profile name (slurm/<name>.yaml) or a path to a YAML file."""
-    from bench.cli import read_yaml
-
     path = Path(spec)
     if not (spec.endswith((".yaml", ".yml")) or os.sep in spec):
         path = PROFILE_DIR / f"{spec}.yaml"
@@ -150,7 +149,7 @@ def slurm_parameters(profile: ClusterProfile) -> dict[str, Any]:
 def sbatch_text(profile: ClusterProfile, n_tasks: int, folder: Path,
                 command: str = "python -u -m submitit.core._submit FOLDER") -> str:
     """The sbatch file submitit writes for an array of `n_tasks` cells (no submission)."""
-    from submitit.slurm.slurm import _make_sbatch_string
+    from submitit.slurm.slurm import _make_sbatch_string  # deferred: bench.status loads profiles
 
     return _make_sbatch_string(command=command, folder=folder,
                                map_count=n_tasks if n_tasks > 1 else None,

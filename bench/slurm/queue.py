@@ -1,19 +1,26 @@
 """What the cluster says and what was submitted: MaxArraySize and array chunks, partitions,
-job states from squeue and sacct, and `<results>/submissions.json` (cell id -> Slurm job id)."""
+job states from squeue and sacct, `<results>/submissions.json` (cell id -> Slurm job id) and
+`<results>/phases/<phase job id>.json` (each phase job's state)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from filelock import FileLock
+
 from bench.registry import UsageError
 from bench.slurm.profile import ClusterProfile, slurm_parameters
+from bench.store import atomic_write_bytes
 
 if TYPE_CHECKING:
     from bench.config import RunConfig
+    from bench.slurm.plan import PhaseJob
     from bench.store import ResultStore
 
 DEFAULT_MAX_ARRAY_SIZE = 1000
@@ -163,10 +170,6 @@ def read_submissions(store: ResultStore) -> dict[str, dict[str, Any]]:
 
 def record_submissions(store: ResultStore, entries: Mapping[str, dict[str, Any]]) -> None:
     """Merge `entries` into the submissions file: locked read-modify-write, atomic replace."""
-    from filelock import FileLock
-
-    from bench.store import atomic_write_bytes
-
     lock = store.root / "locks" / "submissions.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock)):
@@ -185,3 +188,29 @@ def live_cells(cells: Sequence[RunConfig], store: ResultStore) -> set[str]:
         return set()
     live, _, _ = query_job_states(ids.values())
     return {cid for cid, jid in ids.items() if live.get(jid) in LIVE_STATES}
+
+
+# --- the phase jobs' state files (bench/slurm/phases.py writes them, bench.status reads them) ---
+
+
+PHASES_DIR = "phases"
+
+
+def phase_status_path(store: ResultStore, job_id: str) -> Path:
+    return store.root / PHASES_DIR / f"{job_id}.json"
+
+
+def write_phase_status(store: ResultStore, job: PhaseJob, state: str, **fields: Any) -> None:
+    path = phase_status_path(store, job.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"id": job.id, "name": job.name, "cell": job.cell.id, "label": job.cell.label,
+            "state": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), **fields}
+    atomic_write_bytes(path, json.dumps(body, indent=1).encode())
+
+
+def read_phase_status(store: ResultStore, job_id: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(phase_status_path(store, job_id).read_text())
+    except (OSError, ValueError):
+        return None

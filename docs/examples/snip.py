@@ -6,7 +6,7 @@ Run it beside the built-ins on the quick grid:
 """
 import torch
 
-from bench.losses import cross_entropy
+from bench.train.losses import cross_entropy
 from bench.masks import prunable_weights
 from bench.method import Option, register_method
 

@@ -1,5 +1,6 @@
 """A TinyImageNet-shaped decoded cache (100,000 train / 10,000 test 3x64x64 uint8), written the way
-bench/data.py writes prunebench-decoded-v1.pt, plus the wnids.txt it needs beside it."""
+bench/data/folders.py writes its decoded cache (prunebench-decoded.pt), plus the wnids.txt it
+needs beside it."""
 import sys
 from pathlib import Path
 import torch

@@ -8,12 +8,12 @@ ratio table of `python -m bench.perf` measures the same pairs interleaved.
 import pytest
 import torch
 
-from bench.loader import DeviceLoader
-from bench.importance import ImportanceEMA
+from bench.data.loader import DeviceLoader
+from bench.train.importance import ImportanceEMA
 from bench.masks import attach_mask, global_topk_mask, magnitude_scores
-from bench.models import build_model
-from bench.perf import cifar_like
-from bench.trainer import Phase, Trainer
+from bench.train.models import build_model
+from bench.perf.timing import cifar_like
+from bench.train.trainer import Phase, Trainer
 
 STEPS, BATCH = 4, 128
 

@@ -3,8 +3,10 @@ statistics, then a training epoch's worth of batches through a smallcnn. Run wit
 the code to measure; prints the peak RSS (VmHWM) and the uint8 training split's size."""
 import sys, time, torch
 from bench.data import load_dataset
-from bench.loader import DeviceLoader
-from bench.models import build_model
+from bench.data.loader import DeviceLoader
+from bench.plugins import load_builtins
+from bench.train.models import build_model
+load_builtins()  # the registries hold entries; a script loads the built-ins once
 root, batches = sys.argv[1], int(sys.argv[2])
 def hwm():
     for line in open("/proc/self/status"):

@@ -1,0 +1,1 @@
+"""`python -m bench.perf` (bench/perf/command.py): speed and cost ratios measured side by side."""

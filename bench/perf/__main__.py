@@ -1,0 +1,3 @@
+from bench.perf.command import main
+
+raise SystemExit(main())

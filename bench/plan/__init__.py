@@ -1,0 +1,2 @@
+"""What a sweep will run: the named grids, the GPU-hour cost model, and the identity (cache kind
+and key) of every shared phase."""

@@ -1,0 +1,113 @@
+"""bench/exec/dispatch.py: the cell lock, and --executor local (cells in spawned worker processes)."""
+import subprocess
+import sys
+
+import pytest
+import yaml
+from filelock import FileLock
+
+from bench.exec.cell import RunOptions
+from bench.exec.locked import Outcome, pending, run_one_locked
+from bench.plan.grid import make_config
+from bench.store import ResultStore
+from conftest import ROOT, TINY
+
+# Loaded by the workers only when the parent passes --plugin on to them.
+PLUGIN = '''
+import os
+
+from bench.masks import magnitude_scores
+from bench.method import register_method
+
+
+@register_method("dispatch-whoami")
+def whoami(ctx):
+    ctx.extra["pid"] = os.getpid()
+    ctx.extra["ppid"] = os.getppid()
+    model = ctx.dense_model()
+    with ctx.clock("prune"):
+        ctx.prune(model, magnitude_scores(model))
+    ctx.train(model, ctx.phase("finetune", ctx.config.sparse_epochs))
+    return model
+
+
+@register_method("dispatch-boom")
+def boom(ctx):
+    raise ValueError("dispatch-boom fails on purpose")
+'''
+
+
+@pytest.mark.e2e
+def test_local_executor_runs_cells_in_worker_processes(tmp_path):
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(PLUGIN)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({
+        "name": "local", "methods": ["dispatch-whoami"], "datasets": ["synthetic"],
+        "sparsities": [0.5, 0.9], "extra_points": [["dispatch-boom", 0.5]],
+        "base": {k: v for k, v in TINY.items() if k != "dataset"}}))
+    results = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.run", "--grid", str(grid), "--plugin",
+                             str(plugin), "--results", str(results), "--executor", "local",
+                             "--workers", "2", "--no-progress"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, err  # one cell failed; the others completed
+    assert "2 ran, 0 already done, 1 failed" in out
+    assert "failed: ValueError: dispatch-boom fails on purpose" in err
+    assert "Traceback" not in err
+    records, problems = ResultStore(results).load_all()
+    assert len(records) == 3 and not problems
+    ok = [r for r in records if r["status"] == "ok"]
+    failed = [r for r in records if r["status"] == "failed"]
+    assert len(ok) == 2 and len(failed) == 1
+    assert "dispatch-boom fails on purpose" in failed[0]["error"]["traceback"]
+    # ran in bench.run's worker subprocesses, not in bench.run itself
+    assert all(r["extra"]["ppid"] == proc.pid for r in ok)
+    assert proc.pid not in {r["extra"]["pid"] for r in ok}
+    # The shared dense phase was trained once (by one worker) and read by the other.
+    assert sorted(r["phases"]["dense"]["cached"] for r in ok) == [False, True]
+    assert all(r["provenance"]["plugins"] == [str(plugin.resolve())] for r in records)
+
+
+def test_run_one_locked_skips_a_busy_cell_and_a_done_one(tmp_path):
+    store = ResultStore(tmp_path)
+    cfg = make_config(method="magnitude", sparsity=0.5, **TINY)
+    store.lock_path(cfg.id).parent.mkdir(parents=True)
+    outcome = Outcome()
+    with FileLock(str(store.lock_path(cfg.id))):  # another process runs it right now
+        assert run_one_locked(cfg, store, RunOptions(progress=False), False, outcome) is None
+    assert outcome.busy == [cfg.id]
+    store.write({"id": cfg.id, "label": cfg.label, "status": "ok", "config": cfg.to_dict(),
+                 "accuracy": {"test": 0.5}})
+    assert run_one_locked(cfg, store, RunOptions(progress=False), False, outcome) is None
+    assert outcome.skipped == [cfg.id]
+    assert pending([cfg], store, force=False) == [] and pending([cfg], store, force=True) == [cfg]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--executor", "local", "--workers", "0"], "--workers 0 is invalid; it must be >= 1"),
+    (["--workers", "2"], "--workers is for --executor local (not inprocess)"),
+    (["--executor", "local", "--workers", "two"], "argument --workers: invalid int value"),
+    (["--threads", "0"], "--threads 0 is invalid; it must be >= 1"),
+    (["--executor", "slurm", "--cluster", "local", "--threads", "1"],
+     "--threads is for the inprocess and local executors"),
+])
+def test_bad_worker_arguments(tmp_path, capsys, args, needle):
+    from bench.run import main
+
+    try:
+        code = main(["--results", str(tmp_path / "r"), *args])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_inprocess_stays_the_default():
+    from bench.run import build_parser
+
+    args = build_parser().parse_args([])
+    assert (args.executor, args.workers, args.cluster, args.wait) == ("inprocess", None, None,
+                                                                       False)
