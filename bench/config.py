@@ -15,6 +15,8 @@ from bench.registry import UsageError
 from bench.store.files import sha256_file
 
 SCHEDULES = ("cosine", "step")
+PRUNABLE_SETS = ("all", "conv")
+EPOCH_LIST_FIELDS = ("milestones", "snapshot_epochs")
 PRECISIONS = ("auto", "fp32", "bf16")  # resolved by bench/train/precision.py, which needs torch
 EPOCH_FIELDS = ("teacher_epochs", "dense_epochs", "sparse_epochs", "round_epochs")
 # Users' own trained models (bench/exec/checkpoints.py): each checkpoint field and the field that
@@ -40,7 +42,7 @@ class RunConfig:
     dataset: str = field(default="digits", metadata=_help(
         "digits, synthetic, cifar10, cifar100, tinyimagenet, imagefolder:PATH or a plugin's"))
     model: str = field(default="resnet20", metadata=_help(
-        "the network pruned: resnet18/20/32/34/50/56, smallcnn, timm:NAME or a plugin's"))
+        "the network pruned: resnet18/20/32/34/50/56/110, smallcnn, timm:NAME or a plugin's"))
     teacher: str = field(default="resnet32", metadata=_help(
         "the dense teacher of the distilling methods (tg-oneshot, retrain=kd); names as model"))
     sparsity: float = field(default=0.9, metadata=_help(
@@ -67,6 +69,12 @@ class RunConfig:
     weight_decay: float = field(default=5e-4, metadata=_help("SGD's weight decay"))
     schedule: str = field(default="cosine", metadata=_help(
         "the learning rate over a phase: cosine, or step (x0.1 at 50 % and at 75 %)"))
+    milestones: tuple[int, ...] = field(default=(), metadata=_help(
+        "step schedule drops, in epochs of the dense phase (e.g. 91,136); empty: 50 %, 75 %"))
+    snapshot_epochs: tuple[int, ...] = field(default=(), metadata=_help(
+        "dense epochs whose weights are kept for weight-rewind (e.g. 92,132,172)"))
+    prunable: str = field(default="all", metadata=_help(
+        "the layers pruned and counted: all (conv and linear weights) or conv"))
     # auto: bf16 where the device computes it natively, else fp32 (bench/train/precision.py). The
     # default stays out of the id, so ids of existing cells do not change; fp32 and bf16 enter
     # it. Records hold the resolved value, and reports flag a table that mixes the two.
@@ -98,6 +106,8 @@ class RunConfig:
             if f.type in ("float", "float | None") and isinstance(value, (int, float)) \
                     and not isinstance(value, bool):
                 object.__setattr__(self, f.name, float(value))
+        for name in EPOCH_LIST_FIELDS:
+            object.__setattr__(self, name, _epoch_list(name, getattr(self, name)))
         self._check_numbers()
         method = catalog.METHODS.get(self.method)
         object.__setattr__(self, "method", catalog.METHODS.canonical(self.method))
@@ -112,10 +122,25 @@ class RunConfig:
             object.__setattr__(self, name, registry.canonical(value))
         object.__setattr__(self, "options", method.normalize_options(dict(self.options)))
         self._hash_checkpoints()
+        self._check_retraining()
         for name in method.requires_epochs:
             if getattr(self, name) < 1:
                 raise UsageError(f"{name}={getattr(self, name)} is invalid for method "
                                  f"{self.method!r}; it must be >= 1")
+
+    def _check_retraining(self) -> None:
+        """The retraining option one-shot methods share (bench/method/retraining.py) needs what
+        it replays: a dense schedule at least as long, and the weights to rewind to."""
+        retraining = dict(self.options).get("retraining", "restart")
+        if retraining in ("lr-rewind", "weight-rewind") and self.sparse_epochs > self.dense_epochs:
+            raise UsageError(f"retraining={retraining} replays the dense schedule's last "
+                             f"sparse_epochs={self.sparse_epochs} epochs; it must be <= "
+                             f"dense_epochs={self.dense_epochs}")
+        point = self.dense_epochs - self.sparse_epochs
+        if retraining == "weight-rewind" and point not in self.snapshot_epochs:
+            raise UsageError(f"retraining=weight-rewind rewinds to the dense weights at epoch "
+                             f"{point} (dense_epochs - sparse_epochs); add {point} to "
+                             f"snapshot_epochs (now: {','.join(map(str, self.snapshot_epochs)) or 'none'})")
 
     def _hash_checkpoints(self) -> None:
         for name in CHECKPOINT_FIELDS:
@@ -158,6 +183,15 @@ class RunConfig:
             raise bad("train_fraction", "must be a number in (0, 1]")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"valid: {', '.join(PRECISIONS)}")
+        if self.prunable not in PRUNABLE_SETS:
+            raise bad("prunable", f"valid: {', '.join(PRUNABLE_SETS)}")
+        if self.milestones and self.schedule != "step":
+            raise bad("milestones", "they set the step schedule's drops; add schedule=step")
+        if any(not 0 < m < self.dense_epochs for m in self.milestones):
+            raise bad("milestones", f"each must be an epoch in (0, dense_epochs={self.dense_epochs})")
+        if any(not 0 <= e <= self.dense_epochs for e in self.snapshot_epochs):
+            raise bad("snapshot_epochs", f"each must be an epoch in [0, dense_epochs="
+                                         f"{self.dense_epochs}]")
 
     # -- identity -------------------------------------------------------------------------
     def canonical(self) -> dict[str, Any]:
@@ -231,6 +265,21 @@ def checkpoint_sha256(path: str | Path) -> str:
 @lru_cache(maxsize=64)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime key the memo
     return sha256_file(Path(path))
+
+
+def _epoch_list(name: str, value: Any) -> tuple[int, ...]:
+    """A sorted tuple of distinct epochs from a tuple, a list, one integer or "91,136"."""
+    items = value.split(",") if isinstance(value, str) else \
+        [value] if isinstance(value, int) else value
+    try:
+        out = [int(str(v).strip()) for v in items if str(v).strip()] \
+            if isinstance(items, (list, tuple)) else None
+    except ValueError:
+        out = None
+    if out is None or any(isinstance(v, bool) or isinstance(v, float) for v in
+                          (items if isinstance(items, (list, tuple)) else [])):
+        raise UsageError(f"{name}={value!r} is invalid; expected epochs such as 91,136")
+    return tuple(sorted(set(out)))
 
 
 def _finite(x: Any) -> bool:

@@ -88,8 +88,9 @@ def print_dry_run(grid, cells, store) -> None:
         precheck = catalog.METHODS.get(c.method).precheck
         problem = precheck(c) if precheck else None
         unreachable += [problem] if problem else []
+        swept = "".join(f"  {k}={getattr(c, k)}" for k in getattr(grid, "sweep", {}))
         print(f"  {c.id}  {state:4}  {c.label:28} {c.dataset:12} s={c.sparsity:<6g} "
-              f"{temp:5} seed={c.seed}" + ("  UNREACHABLE" if problem else ""))
+              f"{temp:5} seed={c.seed}{swept}" + ("  UNREACHABLE" if problem else ""))
     if unreachable:
         print(f"{len(unreachable)} cells cannot reach their target and will fail at their start:")
         for problem in dict.fromkeys(unreachable):

@@ -15,6 +15,7 @@ from bench.masks import magnitude_scores, random_scores
 from bench.plan.estimate import (PhaseCost, cell_phases, dense_phase, relative_cost, teacher_phase,
                             train_images)
 from bench.method import Option, method_for_label, register_method
+from bench.method.retraining import retrain
 from bench.train.trainer import ce_objective
 from methods import controls
 from methods.teacher_guided import OPTIONS as TG_OPTIONS, TeacherGuidedObjective
@@ -45,9 +46,7 @@ def _finish(ctx, model, scores, counts=None):
     with ctx.clock("prune"):
         model = controls.prune(ctx, model, scores, allocation=opt["allocation"], counts=counts,
                                mask_control=opt["mask_control"])
-    ctx.train(model, ctx.phase("finetune", ctx.config.sparse_epochs),
-              retrain_objective(ctx, opt["retrain"]))
-    return model
+    return retrain(ctx, model, retrain_objective(ctx, opt["retrain"]))
 
 
 def finetune_cost(cfg) -> list[PhaseCost]:
@@ -70,14 +69,16 @@ def finetune_cost(cfg) -> list[PhaseCost]:
     return phases
 
 
-@register_method("magnitude", options=COMMON, label_variants=("retrain",), cost=finetune_cost)
+@register_method("magnitude", options=COMMON, label_variants=("retrain",), cost=finetune_cost,
+                 one_shot=True)
 def magnitude(ctx):
     """Train dense, prune by global |w| to the exact count, fine-tune with CE."""
     model = ctx.dense_model()
     return _finish(ctx, model, magnitude_scores(model))
 
 
-@register_method("random", options=RANDOM_OPTIONS, label_variants=("retrain",), cost=finetune_cost)
+@register_method("random", options=RANDOM_OPTIONS, label_variants=("retrain",), cost=finetune_cost,
+                 one_shot=True)
 def random_pruning(ctx):
     """Train dense, keep a uniformly random subset of the same size, fine-tune with CE."""
     counts = None

@@ -10,6 +10,7 @@ from bench.masks import (attach_mask, by_module_name, global_topk_mask, keep_cou
 from bench.masks.allocation import (ALLOCATIONS, allocation_counts, layer_counts_from_record,
                                     per_layer_topk_mask, shuffle_within_layers)
 from bench.method import Option, method_for_label
+from bench.method.retraining import reinitialised
 from bench.registry import UsageError
 
 MASK_CONTROLS = ("none", "shuffle", "reinit")
@@ -20,8 +21,7 @@ MASK_CONTROL = Option("none", choices=MASK_CONTROLS,
                            "same mask on re-initialised weights")
 ALLOCATION = Option("global", choices=ALLOCATIONS,
                     help="per-layer counts: one global threshold, every layer at s, or ERK")
-# seed offsets of the controls' random draws and re-initialisation (the teacher uses 1)
-SHUFFLE_SEED, REINIT_SEED_OFFSET = 17, 2
+SHUFFLE_SEED = 17  # the seed offset of shuffle's draw (reinit's is the retraining module's)
 
 
 def prune(ctx, model, scores, *, allocation: str = "global", counts=None,
@@ -45,9 +45,9 @@ def prune(ctx, model, scores, *, allocation: str = "global", counts=None,
     if mask_control == "shuffle":
         generator = torch.Generator().manual_seed(ctx.config.seed * 1000 + SHUFFLE_SEED)
         mask = shuffle_within_layers(mask, generator)
-    if mask_control == "reinit":
-        model = ctx.make_model(seed_offset=REINIT_SEED_OFFSET)
     attach_mask(model, mask)
+    if mask_control == "reinit":
+        model = reinitialised(ctx, model)
     return model
 
 

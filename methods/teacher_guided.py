@@ -15,6 +15,8 @@ from bench.train.importance import SCORES, ImportanceEMA
 from bench.train.losses import KD_NORMS, cross_entropy, teacher_guided_loss
 from bench.plan.estimate import PhaseCost, relative_cost, shared, teacher_phase, train_images
 from bench.method import Option, register_method
+from bench.method.retraining import retrain, snapshot_hooks
+from bench.plan.phase_keys import snapshot_key
 from bench.train.trainer import ce_objective
 from methods import controls
 
@@ -58,7 +60,10 @@ def student_key(cfg) -> dict:
     return {"model": cfg.model, "epochs": cfg.dense_epochs, "teacher": cfg.teacher,
             "teacher_epochs": cfg.teacher_epochs, "alpha": cfg.alpha,
             "temperature": cfg.resolved_temperature(),
-            **{k: opt[k] for k in ("kd_norm", "score", "beta", "score_epochs", "score_batches")}}
+            **{k: opt[k] for k in ("kd_norm", "score", "beta", "score_epochs", "score_batches")},
+            **snapshot_key(cfg),
+            # its importance scores cover the prunable layers only
+            **({"prunable": cfg.prunable} if cfg.prunable != "all" else {})}
 
 
 def tg_cost(cfg) -> list[PhaseCost]:
@@ -74,7 +79,8 @@ def tg_cost(cfg) -> list[PhaseCost]:
 
 
 @register_method("tg-oneshot", options=OPTIONS, uses_temperature=True, cost=tg_cost,
-                 label_options=("retrain",), requires_epochs=("teacher_epochs", "dense_epochs"))
+                 label_options=("retrain",), requires_epochs=("teacher_epochs", "dense_epochs"),
+                 one_shot=True)
 def teacher_guided_oneshot(ctx):
     """Teacher-guided dense training with importance accumulation, one-shot global pruning,
     sparsity-aware retraining."""
@@ -91,14 +97,17 @@ def teacher_guided_oneshot(ctx):
         scored = opt["score_batches"] or steps_per_epoch * min(opt["score_epochs"], cfg.dense_epochs)
         importance = ImportanceEMA(student, opt["score"], opt["beta"],
                                    first_step=max(0, total - scored))
-        result = ctx.trainer.fit(student, phase, objective, [importance],
+        snapshots = snapshot_hooks(cfg)
+        result = ctx.trainer.fit(student, phase, objective, [importance, *snapshots],
                                  checkpoint=scratch / "student.pt")
+        kept = {"snapshots": snapshots[0].saved} if snapshots else {}
         return ({"state_dict": {k: v.detach().cpu() for k, v in student.state_dict().items()},
-                 "scores": {k: v.cpu() for k, v in importance.scores().items()}},
+                 "scores": {k: v.cpu() for k, v in importance.scores().items()}, **kept},
                 {"student_test_acc": ctx.trainer.accuracy(student, ctx.data.test),
                  "scored_steps": importance.steps, "phases": {"student": result.as_record()}})
 
     entry = ctx.cached_phase(STUDENT_KIND, student_key(cfg), train_student_and_score)
+    ctx.rewind_points = entry.payload.get("snapshots", {})
     student = ctx.make_model()
     student.load_state_dict(entry.payload["state_dict"])
     ctx.extra["dense_test_acc"] = entry.meta["student_test_acc"]
@@ -108,7 +117,7 @@ def teacher_guided_oneshot(ctx):
     with ctx.clock("prune"):
         student = controls.prune(ctx, student, entry.payload["scores"], mask_control=opt["mask_control"])
 
-    # Stage 3: sparsity-aware retraining; the trainer keeps pruned weights at zero.
+    # Stage 3: sparsity-aware retraining (as the retraining option says); the trainer keeps
+    # pruned weights at zero.
     retrain_objective = objective if opt["retrain"] == "kd" else ce_objective
-    ctx.train(student, ctx.phase("retrain", cfg.sparse_epochs), retrain_objective)
-    return student
+    return retrain(ctx, student, retrain_objective, name="retrain")

@@ -92,6 +92,8 @@ def select_cells(args: argparse.Namespace):
             catalog.METHODS.get(name)  # unknown names fail here, listing the valid ones
             matches = [m for m in grid.methods
                        if m == item or parse_method_spec(m)[0] == catalog.METHODS.canonical(item)]
+            if not matches and item in {m for m, _ in grid.extra_points}:
+                continue  # an extra point's method (a dense reference): kept as its point below
             chosen += matches or [item]
         changes["methods"] = tuple(dict.fromkeys(chosen))
     datasets = split_list(args.datasets)
@@ -114,12 +116,13 @@ def select_cells(args: argparse.Namespace):
         overrides["precision"] = args.precision
     if overrides:
         changes["base"] = {**grid.base, **overrides}
+        changes["sweep"] = {k: v for k, v in grid.sweep.items() if k not in overrides}
         changes["per_dataset"] = {d: {k: v for k, v in o.items() if k not in overrides}
                                   for d, o in grid.per_dataset.items()}
     if changes:
         if "sparsities" in changes or "methods" in changes:
             # the grid's extra points belong to its own selection of methods and sparsities
-            keep = set(changes.get("methods", grid.methods))
+            keep = set(changes.get("methods", grid.methods)) | set(methods or ())
             changes["extra_points"] = tuple(p for p in grid.extra_points
                                             if p[0] in keep and "sparsities" not in changes)
         grid = dataclasses.replace(grid, **changes)

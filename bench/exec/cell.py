@@ -21,7 +21,7 @@ from bench.config import CHECKPOINT_FIELDS, RunConfig
 from bench.data import DataBundle, load_dataset, train_subset
 from bench.exec.context import CellContext, PhaseReached, cpu_state
 from bench.exec.provenance import peak_memory, provenance
-from bench.masks import prepare_for_state_dict, verify_mask
+from bench.masks import prepare_for_state_dict, restrict_prunable, verify_mask
 from bench.method import UnreachableTarget
 from bench.store import ResultStore, StorageFull, atomic_torch_save, safe_torch_load
 from bench.store.cache import PhaseCache
@@ -139,6 +139,7 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
                                "model": ctx.extra.get("model_built", config.model)}, path)
             _verify_checkpoint(path, ctx)
         sparsity = report.as_record(config.sparsity, ctx.accounting)
+        sparsity["prunable_set"] = config.prunable  # which layers could be pruned and counted
         if ctx.dense_reference:
             sparsity.update(prunable=1.0 - report.prunable_kept / ctx.dense_reference,
                             over="width", reference_total=ctx.dense_reference)
@@ -203,6 +204,7 @@ def _verify_checkpoint(path: Path, ctx: CellContext) -> None:
     model = build_model(blob.get("model") or ctx.config.model, ctx.data.spec.num_classes,
                         ctx.data.spec.channels,
                         ctx.data.spec.image_size)
+    restrict_prunable(model, ctx.config.prunable)
     prepare_for_state_dict(model, blob["state_dict"])
     model.load_state_dict(blob["state_dict"])
     verify_mask(model, ctx.expected_sparsity, ctx.accounting)

@@ -18,7 +18,8 @@ from bench.config import RunConfig, checkpoint_sha256
 from bench.data import DataBundle, dataset_fingerprint
 from bench.data.loader import IndexSampler
 from bench.exec.checkpoints import load_into
-from bench.masks import Accounting, prune_model
+from bench.masks import Accounting, prune_model, restrict_prunable
+from bench.method.retraining import snapshot_hooks
 from bench.plan import phase_keys
 from bench.registry import UsageError
 from bench.store.cache import CacheEntry, PhaseCache
@@ -51,6 +52,9 @@ class CellContext:
     # a dense stand-in (small-dense) sets the prunable weight count of the full-width model it is
     # compared with; its record's sparsity is then counted against that (over = "width")
     dense_reference: int | None = None
+    # the weights the dense network handed out last had after each epoch of `snapshot_epochs`:
+    # weight-rewind's rewind points (bench/method/retraining.py)
+    rewind_points: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -63,12 +67,13 @@ class CellContext:
     # -- models ------------------------------------------------------------------------------------
     def make_model(self, name: str | None = None, *, seed_offset: int = 0,
                    num_classes: int | None = None) -> nn.Module:
-        """A freshly initialised model, seeded by the cell's seed (plus an offset per role)."""
+        """A freshly initialised model, seeded by the cell's seed (plus an offset per role), its
+        prunable layers those of the config's `prunable`."""
         spec = self.data.spec
         with _seeded(self.config.seed * 1000 + seed_offset):
             model = build_model(name or self.config.model, num_classes or spec.num_classes,
                                 spec.channels, spec.image_size)
-        return self.trainer.prepare(model)
+        return self.trainer.prepare(restrict_prunable(model, self.config.prunable))
 
     def phase(self, name: str, epochs: int, **overrides: Any) -> Phase:
         return Phase.from_config(name, epochs, self.config, **overrides)
@@ -189,13 +194,16 @@ class CellContext:
 
         def compute(scratch: Path):
             model = self.make_model()
-            result = self.trainer.fit(model, self.phase("dense", cfg.dense_epochs),
+            snapshots = snapshot_hooks(cfg)
+            result = self.trainer.fit(model, self.phase("dense", cfg.dense_epochs), hooks=snapshots,
                                       checkpoint=scratch / "dense.pt")
-            return ({"state_dict": cpu_state(model)},
+            kept = {"snapshots": snapshots[0].saved} if snapshots else {}
+            return ({"state_dict": cpu_state(model), **kept},
                     {"dense_test_acc": self.trainer.accuracy(model, self.data.test),
                      "phases": {"dense": result.as_record()}})
 
         entry = self.cached_phase(shared.kind, shared.key, compute)
+        self.rewind_points = entry.payload.get("snapshots", {})
         model = self.make_model()
         model.load_state_dict(entry.payload["state_dict"])
         self.extra["dense_test_acc"] = entry.meta["dense_test_acc"]

@@ -90,8 +90,23 @@ class Mask(Mapping[str, torch.Tensor]):
         return 1.0 - self.kept / max(1, self.total)
 
 
+PRUNABLE_SETS = {"all": (nn.Conv2d, nn.Linear), "conv": (nn.Conv2d,)}
+PRUNABLE_ATTR = "_bench_prunable"  # set on a model whose prunable set is not "all"
+
+
+def restrict_prunable(model: nn.Module, prunable: str) -> nn.Module:
+    """Make `prunable` (a PRUNABLE_SETS name) the layers every mask, count and check of this
+    model covers; the others are never pruned nor counted."""
+    if prunable not in PRUNABLE_SETS:
+        raise ValueError(f"prunable={prunable!r} is invalid; valid: {', '.join(PRUNABLE_SETS)}")
+    if prunable != "all":
+        setattr(model, PRUNABLE_ATTR, prunable)
+    return model
+
+
 def prunable_modules(model: nn.Module) -> dict[str, nn.Module]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    kinds = PRUNABLE_SETS[getattr(model, PRUNABLE_ATTR, "all")]
+    return {name: m for name, m in model.named_modules() if isinstance(m, kinds)}
 
 
 def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:

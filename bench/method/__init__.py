@@ -50,6 +50,8 @@ class MethodContext(Protocol):
     # another cell's ok record (same store, run first if missing): random:match=... reads masks
     other_cell: "Callable[[RunConfig], dict] | None"
     dense_reference: int | None  # a dense stand-in's full-width weight count (small-dense)
+    # epoch -> the dense network's weights then (snapshot_epochs): weight-rewind's rewind points
+    rewind_points: "dict[int, dict[str, torch.Tensor]]"
 
     @property
     def options(self) -> dict[str, Any]: ...
@@ -116,6 +118,15 @@ class Option:
         return value
 
 
+# How a one-shot method trains after pruning: the harness's restart (a fresh schedule of
+# sparse_epochs), or one of the field's baselines (Renda et al. 2020). Every method registered with
+# one_shot=True has this option; bench/method/retraining.py defines each mode once.
+RETRAININGS = ("restart", "finetune", "lr-rewind", "weight-rewind", "reinit")
+RETRAINING = Option("restart", choices=RETRAININGS,
+                    help="after pruning: restart (a fresh schedule), finetune (the dense "
+                         "schedule's final lr), lr-rewind, weight-rewind, reinit")
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -135,10 +146,15 @@ class Method:
     # options shown as "-value" only when not at their default, so that adding a variant does not
     # rename the existing row (magnitude stays "magnitude"; retrain=kd reads "magnitude-kd")
     label_variants: tuple[str, ...] = ()
+    # prunes once and retrains (bench.method.retraining.retrain): it takes the retraining option
+    one_shot: bool = False
 
     def normalize_options(self, given: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
         out = {}
         for key, value in given.items():
+            if key == "retraining" and key not in self.options:
+                raise UsageError(f"option retraining is for one-shot methods (magnitude, random, "
+                                 f"tg-oneshot, ...); {self.name!r} is not one")
             if key not in self.options:
                 valid = ", ".join(sorted(self.options)) or "none"
                 raise UsageError(f"unknown option {key!r} for method {self.name!r}; valid: {valid}")
@@ -180,13 +196,20 @@ def register_method(name: str, *, options: Mapping[str, Option] | None = None,
                     label_variants: tuple[str, ...] = (), requires_epochs: tuple[str, ...] = (),
                     description: str = "", replace: bool = False,
                     precheck: Callable[[Any], str | None] | None = None,
-                    cost: Callable[[Any], list] | None = None):
-    """Register `run(ctx) -> model` under `name`. A clash with an existing name is an error."""
+                    cost: Callable[[Any], list] | None = None, one_shot: bool = False):
+    """Register `run(ctx) -> model` under `name`. A clash with an existing name is an error.
+    `one_shot`: the method prunes once and retrains through bench.method.retraining.retrain, so
+    it takes the `retraining` option (shown in its row label when not the default)."""
+    options = dict(options or {})
+    if one_shot:
+        options.setdefault("retraining", RETRAINING)
+        label_variants = (*label_variants, "retraining")
+
     def decorator(run: Callable[[MethodContext], "nn.Module"]):
-        method = Method(name, run, dict(options or {}), uses_temperature, label_options,
+        method = Method(name, run, options, uses_temperature, label_options,
                         label_variants=label_variants, requires_epochs=requires_epochs,
                         description=description or (run.__doc__ or "").strip().split("\n")[0],
-                        precheck=precheck, cost=cost)
+                        precheck=precheck, cost=cost, one_shot=one_shot)
         METHODS.register(name, replace=replace)(method)
         return run
     return decorator

@@ -42,7 +42,7 @@ def rounds_to(sparsity: float, fraction: float) -> int:
 # honest). Building the models here instead would make `--dry-run` take seconds.
 RESNET18_MACS_32 = 555_422_720
 RELATIVE_MACS_32 = {"resnet18": 1.0, "resnet34": 2.087, "resnet50": 2.337, "resnet20": 0.0735,
-                    "resnet32": 0.1245, "resnet56": 0.2264, "smallcnn": 0.0220}
+                    "resnet32": 0.1245, "resnet56": 0.2264, "resnet110": 0.4558, "smallcnn": 0.0220}
 
 
 def relative_cost(model: str, dataset: str) -> float:

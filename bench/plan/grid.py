@@ -15,8 +15,9 @@ from bench.registry import UsageError
 from bench.plan.thresholds import thresholds_from
 from bench.store.files import read_yaml
 
+RETRAINING_BUDGETS = ("sparse_epochs", "round_epochs")
 GRID_KEYS = ("name", "description", "methods", "datasets", "sparsities", "seeds", "temperatures",
-             "base", "per_dataset", "extra_points", "gates")
+             "base", "per_dataset", "extra_points", "gates", "sweep")
 
 
 @dataclass(frozen=True)
@@ -35,19 +36,38 @@ class Grid:
     # thresholds of the claims' validity gates, declared with the grid before it runs
     # (bench/plan/thresholds.py; unset names keep their defaults)
     gates: Mapping[str, float] = field(default_factory=dict)
+    # other RunConfig fields swept for every (method, sparsity) point, e.g. {"sparse_epochs":
+    # (10, 50, 90)}: their product multiplies those cells. The extra points (a dense reference)
+    # are swept too, except over the retraining budgets, which they do not have. Report rows name
+    # the swept values (bench/report/tables.py: row_labels).
+    sweep: Mapping[str, tuple] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         thresholds_from(self.gates, f"grid {self.name}: gates")
+        for key, values in self.sweep.items():
+            if key not in CONFIG_FIELDS or key in ("method", "sparsity", "seed", "temperature"):
+                raise UsageError(f"grid {self.name}: sweep field {key!r} is invalid; sweep a "
+                                 f"RunConfig field other than method, sparsity, seed, temperature")
+            if not isinstance(values, (list, tuple)) or not values:
+                raise UsageError(f"grid {self.name}: sweep {key!r} must be a non-empty list")
+
+    def _sweeps(self, extra: bool) -> list[dict[str, Any]]:
+        keys = [k for k in self.sweep if not (extra and k in RETRAINING_BUDGETS)]
+        if not keys:
+            return [{}]
+        return [dict(zip(keys, v)) for v in itertools.product(*(self.sweep[k] for k in keys))]
 
     def cells(self) -> list[RunConfig]:
         cells: list[RunConfig] = []
         seen: set[str] = set()
-        points = [(m, s) for m in self.methods for s in self.sparsities] + list(self.extra_points)
-        for dataset, seed, (spec, sparsity) in itertools.product(self.datasets, self.seeds, points):
+        points = [(m, s, False) for m in self.methods for s in self.sparsities] + \
+            [(m, s, True) for m, s in self.extra_points]
+        for dataset, seed, (spec, sparsity, extra) in itertools.product(self.datasets, self.seeds,
+                                                                         points):
             name, options = parse_method_spec(spec)
             temps = self.temperatures if METHODS.get(name).uses_temperature else (None,)
-            for temperature in temps:
-                fields = {**self.base, **self.per_dataset.get(dataset, {})}
+            for temperature, swept in itertools.product(temps, self._sweeps(extra)):
+                fields = {**self.base, **self.per_dataset.get(dataset, {}), **swept}
                 if temperature is not None:
                     fields["temperature"] = temperature
                 cfg = make_config(method=name, dataset=dataset, sparsity=sparsity, seed=seed,
@@ -95,7 +115,7 @@ def grid_from_mapping(data: Mapping[str, Any], source: str) -> Grid:
             out.append(v)
         return tuple(out)
 
-    for key in ("base", "per_dataset", "gates"):
+    for key in ("base", "per_dataset", "gates", "sweep"):
         if key in data and not isinstance(data[key], Mapping):
             raise UsageError(f"{source}: key {key!r} must be a mapping")
     extra = data.get("extra_points", [])
@@ -110,7 +130,9 @@ def grid_from_mapping(data: Mapping[str, Any], source: str) -> Grid:
                 per_dataset={k: dict(v) for k, v in dict(data.get("per_dataset", {})).items()},
                 extra_points=tuple((str(m), float(s)) for m, s in extra),
                 description=str(data.get("description", "")),
-                gates=dict(data.get("gates", {})))
+                gates=dict(data.get("gates", {})),
+                sweep={k: tuple(v) if isinstance(v, list) else v
+                       for k, v in dict(data.get("sweep", {})).items()})
     try:
         grid.cells()  # validates every field with the same errors as the command line
     except UsageError as exc:
@@ -163,7 +185,7 @@ class MethodAwareGrid(Grid):
             sub = Grid(name=self.name, methods=(spec,) if spec in self.methods else (),
                        datasets=self.datasets, sparsities=self.sparsities, seeds=self.seeds,
                        temperatures=self.temperatures, base={**own, **self.base},
-                       per_dataset=self.per_dataset,
+                       per_dataset=self.per_dataset, sweep=self.sweep,
                        extra_points=tuple(p for p in self.extra_points if p[0] == spec))
             cells += sub.cells()
         # dataset-major order, as Grid.cells: the first dataset's table fills in first

@@ -237,3 +237,37 @@ register_grid(Grid(
     gates={"teacher_margin": 4.0, "stage1_tolerance": 1.0, "plateau_gain": 1.0,
            "plateau_window": 3, "budget_tolerance": 0.10},
 ))
+
+
+# --- an outside reference: Renda, Frankle & Carbin (ICLR 2020), issue 34 -------------------------
+#
+# The field's standard retraining baselines on the reference's own recipe, with the paper's method
+# beside them (results/references/README.md has where each number comes from):
+# - CIFAR-10, resnet20 and resnet56, dense 182 epochs, batch 128, SGD momentum 0.9, lr 0.1 x0.1 at
+#   epochs 91 and 136, weight decay 2e-4 (on every parameter, as theirs);
+# - one-shot global magnitude pruning to density 0.1074 (sparsity 0.8926) over every conv and
+#   linear weight (prunable=all: the reference's released pruner, prune_all_to_global, masks every
+#   conv, the 1x1 projections and the final dense layer; conv-only is `--set prunable=conv`);
+# - retraining: fine-tuning at the final lr (0.001), lr rewinding, weight rewinding (to epoch
+#   182 - t, kept by snapshot_epochs) and reinit, at t = 10, 50, 90 epochs; 3 seeds;
+# - tg-oneshot at the same budgets, its own retraining (restart) and lr rewinding, with a resnet110
+#   teacher trained on the same recipe (one per seed, shared by both students).
+# Protocol differences the report flags: their test split is 8,000 of the 10,000 test images,
+# their ResNets have a 1x1 projection in every stage's first block, reinit trains 182 epochs at
+# every t there.
+RENDA_BASE = {"teacher": "resnet110", "dense_epochs": 182, "teacher_epochs": 182,
+              "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4,
+              "schedule": "step", "milestones": (91, 136), "snapshot_epochs": (92, 132, 172)}
+RENDA_RETRAININGS = ("finetune", "lr-rewind", "weight-rewind", "reinit")
+register_grid(Grid(
+    name="renda2020",
+    description="the field's retraining baselines (Renda et al. 2020) on their recipe: resnet20/56 "
+                "on CIFAR-10 at density 0.1074, fine-tune, lr/weight rewinding and reinit at "
+                "10/50/90 epochs, tg-oneshot beside them, 3 seeds (needs --data-root; a GPU grid)",
+    methods=(*(f"magnitude:retraining={r}" for r in RENDA_RETRAININGS),
+             "tg-oneshot", "tg-oneshot:retraining=lr-rewind"),
+    datasets=("cifar10",), sparsities=(0.8926,), seeds=(0, 1, 2),
+    extra_points=(("dense", 0.0),),
+    base=RENDA_BASE,
+    sweep={"model": ("resnet20", "resnet56"), "sparse_epochs": (10, 50, 90)},
+))

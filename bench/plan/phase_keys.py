@@ -37,7 +37,13 @@ def dense(cfg: RunConfig) -> SharedPhase:
     `dense_checkpoint`."""
     if cfg.dense_checkpoint is not None:
         return _loaded(cfg, "dense_checkpoint", "dense")
-    return SharedPhase("dense-ce", {"model": cfg.model, "epochs": cfg.dense_epochs}, "dense")
+    key = {"model": cfg.model, "epochs": cfg.dense_epochs, **snapshot_key(cfg)}
+    return SharedPhase("dense-ce", key, "dense")
+
+
+def snapshot_key(cfg: RunConfig) -> dict[str, Any]:
+    """A dense phase that keeps rewind points is another entry (its payload holds them)."""
+    return {"snapshots": list(cfg.snapshot_epochs)} if cfg.snapshot_epochs else {}
 
 
 def _loaded(cfg: RunConfig, field: str, name: str) -> SharedPhase:
@@ -53,6 +59,8 @@ def cache_fields(cfg: RunConfig) -> dict[str, Any]:
     out: dict[str, Any] = {"dataset": cfg.dataset, "seed": cfg.seed,
                            "batch_size": cfg.batch_size, "lr": cfg.lr, "momentum": cfg.momentum,
                            "weight_decay": cfg.weight_decay, "schedule": cfg.schedule}
+    if cfg.milestones:  # empty keeps the keys entries had before the field existed
+        out["milestones"] = list(cfg.milestones)
     for name in CHECKPOINT_MODELS:
         # A loaded model is its own key: nothing downstream of it mixes with trained ones.
         if getattr(cfg, name) is not None:

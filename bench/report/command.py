@@ -30,6 +30,7 @@ from bench.registry import UsageError
 from bench.report import controls, sections
 from bench.report.claims_section import claims_section
 from bench.report.data import REFERENCE, REPORTED_CSV, ReportData, from_report, load_report_data
+from bench.report.references import references_section
 from bench.report.sections import safe_name
 from bench.report.writer import Report, Section, write_report
 from bench.store import ResultStore
@@ -61,7 +62,7 @@ def report_sections(data: ReportData, layer_sparsity: float | None = None) -> li
     out += [claims_section(data), sections.comparisons(data), sections.ranking(data),
             sections.off_target(data),
             sections.failures(data), *sections.wallclock(data), *sections.temperature(data),
-            sections.against_paper(data)]
+            sections.against_paper(data), references_section(data)]
     return out
 
 

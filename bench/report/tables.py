@@ -29,9 +29,10 @@ def expected_frame(cells: Iterable[RunConfig]) -> pd.DataFrame:
     """One row per cell the grid asks for, so missing cells show up as missing."""
     return pd.DataFrame([{"id": c.id, "label": c.label, "method": c.method, "dataset": c.dataset,
                           "sparsity": c.sparsity, "seed": c.seed,
-                          "temperature": c.resolved_temperature()} for c in cells],
+                          "temperature": c.resolved_temperature(), "model": c.model,
+                          "sparse_epochs": c.sparse_epochs} for c in cells],
                         columns=["id", "label", "method", "dataset", "sparsity", "seed",
-                                 "temperature"])
+                                 "temperature", "model", "sparse_epochs"])
 
 
 def merge_status(expected: pd.DataFrame, records: pd.DataFrame,
@@ -68,14 +69,26 @@ def off_target(merged: pd.DataFrame) -> pd.Series:
 
 
 def row_labels(merged: pd.DataFrame) -> pd.Series:
-    """The table row of each cell: its label, plus T=... where the grid sweeps temperatures for
-    that label (otherwise cells at different T would be averaged together)."""
+    """The table row of each cell: its label, plus what the grid varies for that label beside
+    the sparsity — the network and the retraining budget within a dataset (a swept grid such as
+    renda2020), T=... across the grid — so that different settings are never averaged together."""
     if merged.empty:
         return pd.Series([], dtype=object)
-    swept = merged.groupby("label")["temperature"].nunique()
-    return pd.Series([f"{lab} (T={t:g})" if swept.get(lab, 1) > 1 else lab
-                      for lab, t in zip(merged["label"], merged["temperature"])],
-                     index=merged.index, dtype=object)
+    swept_t = merged.groupby("label")["temperature"].nunique()
+    varied = {name: merged.groupby(["dataset", "label"])[name].nunique()
+              for name in ("model", "sparse_epochs") if name in merged}
+    out = []
+    for _, r in merged.iterrows():
+        parts = []
+        if "model" in varied and varied["model"].get((r["dataset"], r["label"]), 1) > 1:
+            parts.append(str(r["model"]))
+        if "sparse_epochs" in varied and \
+                varied["sparse_epochs"].get((r["dataset"], r["label"]), 1) > 1:
+            parts.append(f"{r['sparse_epochs']} ep")
+        if swept_t.get(r["label"], 1) > 1:
+            parts.append(f"T={r['temperature']:g}")
+        out.append(f"{r['label']} ({', '.join(parts)})" if parts else r["label"])
+    return pd.Series(out, index=merged.index, dtype=object)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

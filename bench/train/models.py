@@ -142,7 +142,7 @@ _register_resnet("resnet18", BasicBlock, [2, 2, 2, 2], [64, 128, 256, 512])
 _register_resnet("resnet34", BasicBlock, [3, 4, 6, 3], [64, 128, 256, 512])
 _register_resnet("resnet50", Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512])
 # He et al.'s CIFAR ResNets (6n+2 layers), with 1x1 projection shortcuts.
-for _n, _name in ((3, "resnet20"), (5, "resnet32"), (9, "resnet56")):
+for _n, _name in ((3, "resnet20"), (5, "resnet32"), (9, "resnet56"), (18, "resnet110")):
     _register_resnet(_name, BasicBlock, [_n] * 3, [16, 32, 64])
 
 

@@ -17,7 +17,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -45,28 +45,53 @@ class Phase:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "cosine"  # or "step"
+    schedule: str = "cosine"  # "step", or "constant" (fine-tuning at a fixed rate)
     batch_size: int = 128
-    milestones: tuple[float, ...] = (0.5, 0.75)  # for "step": fractions of the phase
+    milestones: tuple[float, ...] = (0.5, 0.75)  # for "step": fractions of the schedule
     gamma: float = 0.1
     warmup_epochs: int = 0
+    # for "step": the drops in epochs of the schedule instead of fractions (exact at any size)
+    milestone_epochs: tuple[int, ...] = ()
+    # A phase may follow part of a longer schedule: the lr is the one the schedule of
+    # `schedule_epochs` epochs (0: this phase's own length) has `start_epoch` epochs on. Learning-
+    # rate and weight rewinding replay the dense schedule's last epochs this way.
+    schedule_epochs: int = 0
+    start_epoch: int = 0
 
     @classmethod
     def from_config(cls, name: str, epochs: int, config: Any, **overrides: Any) -> "Phase":
         kw = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
                   schedule=config.schedule, batch_size=config.batch_size)
+        milestones = getattr(config, "milestones", ())
+        if milestones and config.schedule == "step":
+            # given in epochs of the dense phase; any other phase drops at the same fractions
+            kw["milestone_epochs"] = scaled_milestones(milestones, config.dense_epochs, epochs)
         kw.update(overrides)
         return cls(name=name, epochs=epochs, **kw)
 
     def lr_factor(self, step: int, steps_per_epoch: int) -> float:
-        total = max(1, self.epochs * steps_per_epoch)
+        total = max(1, (self.schedule_epochs or self.epochs) * steps_per_epoch)
         warm = self.warmup_epochs * steps_per_epoch
         if step < warm:
             return (step + 1) / warm
+        step += self.start_epoch * steps_per_epoch
+        if self.schedule == "constant":
+            return 1.0
         if self.schedule == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-        passed = sum(step >= m * total for m in self.milestones)
+        if self.milestone_epochs:
+            passed = sum(step >= m * steps_per_epoch for m in self.milestone_epochs)
+        else:
+            passed = sum(step >= m * total for m in self.milestones)
         return self.gamma ** passed
+
+
+def scaled_milestones(milestones: Sequence[int], dense_epochs: int, epochs: int) -> tuple[int, ...]:
+    """Step drops given in epochs of the dense phase, at the same fractions of a phase of
+    `epochs` (exactly them when it is the dense phase)."""
+    if epochs == dense_epochs:
+        return tuple(milestones)
+    return tuple(round(m * epochs / max(1, dense_epochs)) for m in milestones)
 
 
 @dataclass
