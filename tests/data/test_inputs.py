@@ -143,10 +143,10 @@ def test_train_fraction_is_stratified_fixed_and_leaves_the_test_split_alone():
 
 # -- teacher_checkpoint / dense_checkpoint ---------------------------------------------------------
 
-def _trained_smallcnn(path, num_classes=4, wrap=True):
+def _trained_smallcnn(path, num_classes=4, wrap=True, seed=5):
     from bench.train.models import build_model
 
-    torch.manual_seed(5)
+    torch.manual_seed(seed)
     model = build_model("smallcnn", num_classes, 3, 8)
     state = model.state_dict()
     torch.save({"epoch": 3, "state_dict": state} if wrap else state, path)
@@ -170,6 +170,36 @@ def test_a_checkpoint_is_identified_by_its_content_not_its_path(tmp_path, tiny):
         RunConfig(**tiny, dense_checkpoint=str(a))
 
 
+def test_the_dense_model_and_the_teacher_a_method_gets_are_the_checkpoints(tmp_path, tiny):
+    """What ctx.dense_model() and ctx.teacher() hand a method (the model it prunes, the teacher
+    it distils from) carries the files' weights, not a fresh initialisation of the architecture."""
+    from bench.exec.cell import RunOptions, make_context
+    from bench.exec.checkpoints import read_state_dict
+    from bench.store import ResultStore
+    from bench.train.models import build_model
+
+    dense_path, teacher_path = tmp_path / "dense.pt", tmp_path / "teacher.pt"
+    _trained_smallcnn(dense_path, wrap=True, seed=5)
+    _trained_smallcnn(teacher_path, wrap=False, seed=6)
+    cfg = RunConfig(**tiny, method="magnitude", options=(("retrain", "kd"),),
+                    dense_checkpoint=str(dense_path), teacher_checkpoint=str(teacher_path))
+    ctx = make_context(cfg, ResultStore(tmp_path / "r"), RunOptions(progress=False),
+                       torch.device("cpu"))
+    for got, path in ((ctx.dense_model(), dense_path), (ctx.teacher(), teacher_path)):
+        want = read_state_dict(path)
+        state = got.state_dict()
+        assert set(state) == set(want)
+        differ = [k for k in want if not torch.equal(state[k].cpu(), want[k])]
+        assert not differ, f"{path.name}: {differ} are not the file's"
+    # the teacher's logits are those of the file's model in eval mode
+    reference = build_model("smallcnn", 4, 3, 8)
+    reference.load_state_dict(read_state_dict(teacher_path))
+    x = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(ctx.teacher()(x), reference.eval()(x), atol=1e-6)
+    assert ctx.loaded == {"dense_checkpoint", "teacher_checkpoint"}
+
+
 @pytest.mark.e2e
 def test_a_loaded_dense_model_is_measured_recorded_and_kept_apart_in_the_cache(tmp_path, tiny):
     from bench.exec.cell import run_cell
@@ -181,7 +211,8 @@ def test_a_loaded_dense_model_is_measured_recorded_and_kept_apart_in_the_cache(t
     from bench.exec.cell import RunOptions
 
     opts = RunOptions(progress=False, save_checkpoints=False)
-    loaded = run_cell(RunConfig(**tiny, method="magnitude", dense_checkpoint=str(path)), store, opts)
+    loaded = run_cell(RunConfig(**tiny, method="magnitude", dense_checkpoint=str(path)), store,
+                      RunOptions(progress=False))
     trained = run_cell(RunConfig(**tiny, method="magnitude"), store, opts)
     assert loaded["status"] == trained["status"] == "ok"
     assert loaded["extra"]["dense_checkpoint"]["sha256"] == loaded["config"]["dense_checkpoint_sha256"]
@@ -194,6 +225,19 @@ def test_a_loaded_dense_model_is_measured_recorded_and_kept_apart_in_the_cache(t
     model = _trained_smallcnn(tmp_path / "again.pt")
     data = cached_dataset("synthetic", None, False)
     assert loaded["extra"]["dense_test_acc"] == pytest.approx(Trainer(data, progress=False).accuracy(model, data.test))
+    # the weights pruned are the checkpoint's: the cell's mask (fine-tuning leaves it as it is)
+    # is the global top-|w| of the checkpoint's conv and linear weights at the cell's count
+    saved = torch.load(store.checkpoint_path(loaded["id"]), weights_only=True)["state_dict"]
+    masks = {k[: -len(".weight")]: saved[k + "_mask"].bool()
+             for k, w in model.state_dict().items() if k.endswith(".weight") and w.dim() > 1}
+    assert len(masks) == 5 and len(saved) == len(model.state_dict()) + 5
+    kept = sum(int(m.sum()) for m in masks.values())
+    assert kept == loaded["sparsity"]["prunable_kept"]
+    magnitudes = torch.cat([model.state_dict()[n + ".weight"].abs().flatten() for n in masks])
+    threshold = magnitudes.topk(kept).values[-1]
+    wrong = {n: int((mask != (model.state_dict()[n + ".weight"].abs() >= threshold)).sum())
+             for n, mask in masks.items()}
+    assert not any(wrong.values()), f"positions off the checkpoint's magnitude mask: {wrong}"
     unused = run_cell(RunConfig(**tiny, method="magnitude", teacher_checkpoint=str(path)), store, opts)
     assert unused["extra"]["unused_checkpoints"] == ["teacher_checkpoint"]
 

@@ -1,4 +1,5 @@
 """bench/exec/dispatch.py: the cell lock, and --executor local (cells in spawned worker processes)."""
+import os
 import subprocess
 import sys
 
@@ -68,6 +69,44 @@ def test_local_executor_runs_cells_in_worker_processes(tmp_path):
     # The shared dense phase was trained once (by one worker) and read by the other.
     assert sorted(r["phases"]["dense"]["cached"] for r in ok) == [False, True]
     assert all(r["provenance"]["plugins"] == [str(plugin.resolve())] for r in records)
+
+
+TINY_CELL = ["--methods", "magnitude", "--datasets", "synthetic", "--sparsities", "0.5",
+             "--seeds", "0", "--no-progress", "--no-checkpoints",
+             *(f"--set={k}={v}" for k, v in TINY.items() if k != "dataset")]
+
+
+@pytest.mark.e2e
+def test_threads_reach_torch_in_the_local_workers(tmp_path):
+    """--threads 1 is neither the default of one worker (all the cores) nor what torch takes
+    from the environment given here, so the record shows whether it reached the worker's torch."""
+    out = subprocess.run([sys.executable, "-m", "bench.run", *TINY_CELL, "--results",
+                          str(tmp_path / "r"), "--executor", "local", "--workers", "1",
+                          "--threads", "1"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    (record,) = ResultStore(tmp_path / "r").load_all()[0]
+    assert record["status"] == "ok", record.get("error")
+    assert record["provenance"]["threads"] == 1, "the worker's torch did not get --threads 1"
+
+
+@pytest.mark.e2e
+def test_threads_reach_torch_in_an_inprocess_run(tmp_path, capsys):
+    import torch
+
+    from bench.run import main
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # so that --threads 1 is not what this process had already
+    try:
+        code = main([*TINY_CELL, "--results", str(tmp_path / "r"), "--threads", "1"])
+        ran_with = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0, capsys.readouterr().err[-2000:]
+    (record,) = ResultStore(tmp_path / "r").load_all()[0]
+    assert record["status"] == "ok", record.get("error")
+    assert record["provenance"]["threads"] == 1 == ran_with, "torch did not get --threads 1"
 
 
 def test_run_one_locked_skips_a_busy_cell_and_a_done_one(tmp_path):

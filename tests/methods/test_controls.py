@@ -161,6 +161,49 @@ def test_allocations_keep_the_exact_count(allocation):
             assert abs(kept - 0.05 * total) <= 1
 
 
+def _erk_reference(shapes, sparsity):
+    """ERK kept counts worked out here from the shapes alone (Evci et al. 2020): density_l =
+    ε·Σ(shape_l)/Π(shape_l), ε set so that (1 − s)·N weights are kept; a layer whose density would
+    pass 1 is kept dense and ε is solved again over the rest. Counts: floors of density·size, then
+    one more each for the largest fractional parts (ties: the earlier layer) up to the exact total."""
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    factor = {n: sum(s) / sizes[n] for n, s in shapes.items()}
+    dense = set()
+    while True:
+        budget = (1 - sparsity) * sum(sizes.values()) - sum(sizes[n] for n in dense)
+        eps = budget / sum(factor[n] * sizes[n] for n in shapes if n not in dense)
+        newly = {n for n in shapes if n not in dense and eps * factor[n] > 1}
+        if not newly:
+            break
+        dense |= newly
+    ideal = {n: sizes[n] if n in dense else eps * factor[n] * sizes[n] for n in shapes}
+    counts = {n: math.floor(ideal[n]) for n in shapes}
+    names = list(shapes)
+    by_remainder = sorted(names, key=lambda n: (-(ideal[n] - counts[n]), names.index(n)))
+    for n in by_remainder[:keep_count(sum(sizes.values()), sparsity) - sum(counts.values())]:
+        counts[n] += 1
+    return counts, dense
+
+
+@pytest.mark.parametrize("sparsity", [0.95, 0.8])  # the linear layer dense; it and conv1 dense
+def test_erk_allocation_gives_each_layer_its_erk_count(sparsity):
+    """The counts the allocation=erk control prunes to, layer by layer (not only their total)."""
+    ctx, model = _ctx(sparsity), _model()
+    shapes = {n: tuple(w.shape) for n, w in prunable_weights(model).items()}
+    expected, dense = _erk_reference(shapes, sparsity)
+    assert dense == ({"15"} if sparsity == 0.95 else {"0", "15"})  # the capping is exercised
+    out = controls.prune(ctx, model, magnitude_scores(model), allocation="erk")
+    layers = get_mask(out).layer_counts()
+    assert {n: kept for n, (kept, _) in layers.items()} == expected
+    # ERK's shape: a smaller layer is kept denser than a larger one (capped layers tie at 1)
+    density = {n: kept / total for n, (kept, total) in layers.items()}
+    by_size = sorted(layers, key=lambda n: layers[n][1])
+    for small, large in zip(by_size, by_size[1:]):
+        assert density[small] > density[large] or density[small] == density[large] == 1.0, \
+            (small, large, density)
+    assert density[by_size[0]] == 1.0 and density[by_size[-1]] < 1 - sparsity  # not uniform
+
+
 # --- the methods end to end ---------------------------------------------------------------------
 
 

@@ -309,6 +309,61 @@ def test_pskd_objective_golden_reads_the_table():
     assert loss.item() == pytest.approx(want, rel=1e-6)
 
 
+def test_options_reach_the_objectives_and_the_scorer(data, tmp_path):
+    """Non-default options change what a method computes, not only its label: each family's
+    objective, built from the cell as the method builds it, gives the loss of the formula at the
+    options' values, and k = 0 inner steps makes the score |θ ⊙ ∇CE| at θ0."""
+    from types import SimpleNamespace
+
+    # CS-KD, T = 2 and λ = 0.5: CE(anchors) + λ T² KL(p_T(partner) ‖ p_T(anchor))
+    ctx = make_ctx(data, tmp_path, "cskd-simple", options=(("T", 2.0), ("lam", 0.5)))
+    anchors, partners, labels = [[1.0, 0.0, 2.0], [0.5, 1.5, -1.0]], \
+        [[0.0, 1.0, 1.0], [2.0, 2.0, 0.0]], [2, 1]
+    loss, _ = sd.cskd_recipe(ctx).objective(lambda x: x,
+                                            fixed_batch(anchors + partners, labels + labels))
+    want = sum(_ce(a, y) for a, y in zip(anchors, labels)) / 2 + 0.5 * 4 * sum(
+        _kl(_softmax(p, 2.0), _softmax(a, 2.0)) for a, p in zip(anchors, partners)) / 2
+    assert loss.item() == pytest.approx(want, rel=1e-6)
+
+    # DLB, τ = 2 and α = 0.5, two new samples a step: the second step distils from the first
+    ctx = make_ctx(data, tmp_path, "dlb-simple", batch_size=2,
+                   options=(("tau", 2.0), ("alpha", 0.5)))
+    objective = sd.dlb_recipe(ctx).objective
+    first, fresh, repeat = [[1.0, 0.0, 0.0], [0.0, 2.0, 1.0]], [[0.5, 0.5, 2.0], [1.0, -1.0, 0.0]], \
+        [[2.0, 0.0, 0.0], [0.0, 1.0, 3.0]]
+    objective(lambda x: x, fixed_batch(first, [0, 1]))
+    loss, _ = objective(lambda x: x, fixed_batch(fresh + repeat, [2, 0, 0, 1]))
+    want = sum(_ce(z, y) for z, y in zip(fresh + repeat, [2, 0, 0, 1])) / 4 + 0.5 * 4 * sum(
+        _kl(_softmax(p, 2.0), _softmax(z, 2.0)) for z, p in zip(repeat, first)) / 2
+    assert loss.item() == pytest.approx(want, rel=1e-6)
+
+    # PS-KD, α_T = 0.4 over 2 epochs: α_t = 0.2, then 0.4 against the previous predictions
+    ctx = make_ctx(data, tmp_path, "pskd-simple", options=(("alpha_T", 0.4),))
+    objective = sd.pskd_recipe(ctx).objective
+    for epoch in (0, 1):
+        objective.on_epoch_start(SimpleNamespace(epoch=epoch, phase=SimpleNamespace(epochs=2)))
+    assert objective.alpha_history == pytest.approx([0.2, 0.4])
+    previous = [[0.5, 0.3, 0.1, 0.1], [0.1, 0.1, 0.2, 0.6]]
+    objective.table = objective.table.clone()
+    objective.table[:2] = torch.tensor(previous)
+    rows, ys = [[1.0, 2.0, 0.0, -1.0], [0.0, 0.5, 0.5, 1.0]], [0, 1]
+    loss, _ = objective(lambda x: x, fixed_batch(rows, ys))
+    want = -sum(sum((0.6 * (c == y) + 0.4 * p[c]) * math.log(q) for c, q in enumerate(_softmax(z)))
+                for z, y, p in zip(rows, ys, previous)) / 2
+    assert loss.item() == pytest.approx(want, rel=1e-6)
+
+    # k = 0: no inner step, the score of every weight is |θ ⊙ ∂CE/∂θ| on the first scoring batch
+    ctx = make_ctx(data, tmp_path, "dlb-simple", batch_size=32, options=(("k", 0),))
+    model = ctx.make_model()
+    scores = sd.pai_scores(ctx, model, "simple", sd.dlb_recipe)
+    (batch,) = sd.scoring_batches(ctx, 1)
+    loss, _ = ce_objective(model.train(), batch)
+    loss.backward()
+    for name, module in prunable_modules(model).items():
+        want = (module.weight * module.weight.grad).abs()
+        assert torch.allclose(scores[name], want, atol=1e-7), f"layer {name}: not |θ ⊙ ∇CE|"
+
+
 # --- the pruning-at-initialisation scorer -----------------------------------------------------
 
 

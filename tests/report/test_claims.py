@@ -283,6 +283,40 @@ def test_thresholds_are_declared_by_the_grid_and_checked(tmp_path):
                            "sparsities": [0.5], "gates": {"x": 1}}, "g.yaml")
 
 
+def _report_verdicts(data, out):
+    """The claims section as the report writes it: its verdict lines and its gates.csv."""
+    import pandas as pd
+
+    from bench.report.claims_section import claims_section
+    from bench.report.writer import write_report
+
+    text = write_report([claims_section(data)], out, "r").markdown
+    lines = {claim: next(line for line in text.splitlines()
+                         if line.startswith("- synthetic:") and claim in line)
+             for claim in (IMPORTANCE, KD)}
+    return text, lines, pd.read_csv(out / "gates.csv")
+
+
+def test_the_report_judges_with_the_thresholds_its_grid_declares(tmp_path):
+    """The grid's `gates` reach the report's verdicts, both ways: a looser declared margin
+    admits a teacher +2 points ahead, a stricter one rejects a teacher +15 points ahead."""
+    loose = study(tmp_path / "a", GAIN, teacher=0.72, gates_={"teacher_margin": 1.0})
+    text, lines, table = _report_verdicts(loose, tmp_path / "out-a")
+    assert "declared by grid synth: teacher_margin = 1" in text
+    for claim in (IMPORTANCE, KD):
+        assert lines[claim].startswith(f"- synthetic: {claim}: SUPPORTED ("), lines[claim]
+    margin = table[table["gate"] == gates.TEACHER]
+    assert margin["passed"].all() and set(margin["threshold"]) == {"≥ +1 points"}
+
+    strict = study(tmp_path / "b", GAIN, gates_={"teacher_margin": 20.0})  # teacher +15
+    text, lines, table = _report_verdicts(strict, tmp_path / "out-b")
+    assert "teacher_margin = 20" in text
+    for claim in (IMPORTANCE, KD):
+        assert "NOT TESTABLE HERE" in lines[claim] and "teacher margin" in lines[claim]
+    margin = table[table["gate"] == gates.TEACHER]
+    assert not margin["passed"].any() and set(margin["threshold"]) == {"≥ +20 points"}
+
+
 def test_rankings_are_tested_only_from_enough_settings():
     import pandas as pd
 
