@@ -59,6 +59,15 @@ def test_relative_links_resolve(path):
     assert not broken, "links to no file:\n" + "\n".join(broken)
 
 
+def test_the_readme_links_every_docs_page():
+    # the README is the index of the docs: a page it does not name is a page nobody finds
+    linked = {(ROOT / unquote(t.split("#", 1)[0])).resolve()
+              for _, t in relative_links(ROOT / "README.md")}
+    pages = sorted((ROOT / "docs").rglob("*.md"))
+    assert pages, "docs/ holds no pages"
+    assert [str(p.relative_to(ROOT)) for p in pages if p.resolve() not in linked] == []
+
+
 def test_the_link_reader_sees_what_it_should(tmp_path):
     page = tmp_path / "page.md"
     (tmp_path / "there.md").write_text("# there\n")
