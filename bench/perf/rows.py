@@ -89,6 +89,8 @@ def pipeline(device: str, n: int, repeats: int, batch: int = 128,
         def theirs(tv=tv):
             for xb, yb in tv:
                 xb.to(device, non_blocking=True)
+            if device.startswith("cuda"):  # the last copies are asynchronous: wait, as `ours` does
+                torch.cuda.synchronize()
 
         t_ours, t_tv = alternate(timed(ours, lambda: None), timed(theirs, lambda: None), repeats)
         if best is None or t_tv < best[1]:
