@@ -22,6 +22,7 @@ class Budget:
     speed_repeats: int
     compile: bool  # also the torch.compile rows
     pipeline_images: int
+    pipeline_repeats: int
     pipeline_workers: tuple[int, ...]  # torchvision DataLoader num_workers tried (the best counts)
     # 4. packing
     pack_counts: tuple[int, ...]
@@ -45,7 +46,8 @@ FULL = Budget(
             ("round_epochs", 1)),
     models=(("resnet20", "resnet32"),), sparsity=0.5,
     speed_batch=128, speed_steps=50, speed_repeats=5, compile=True,
-    pipeline_images=10_000, pipeline_workers=(0, 2, 4, 8),
+    # torchvision's epochs are the slow part here (a few thousand images/s on the host's cores)
+    pipeline_images=10_000, pipeline_repeats=3, pipeline_workers=(2, 4, 8),
     pack_counts=(1, 2, 4, 8), pack_batch=128, pack_steps=10, pack_seconds=8.0, pack_threads=None,
     memory_train_images=None, memory_test_images=None, memory_model="resnet20", memory_batch=128,
 )
@@ -58,7 +60,7 @@ TINY = Budget(
             ("round_epochs", 1)),
     models=(("smallcnn", "smallcnn"), ("resnet20", "resnet20")), sparsity=0.3,  # COLT: 2 rounds
     speed_batch=8, speed_steps=1, speed_repeats=1, compile=False,
-    pipeline_images=256, pipeline_workers=(0,),
+    pipeline_images=256, pipeline_repeats=1, pipeline_workers=(0,),
     pack_counts=(1, 2), pack_batch=8, pack_steps=1, pack_seconds=0.0, pack_threads=1,
     memory_train_images=500, memory_test_images=100, memory_model="smallcnn", memory_batch=64,
 )

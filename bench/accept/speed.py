@@ -83,7 +83,7 @@ def speed_section(report: Report, device: str, device_name: str, budget: Budget,
                 f"flip, normalise), torchvision at its best num_workers of "
                 f"{', '.join(map(str, budget.pipeline_workers))}:\n")
     try:
-        ours, theirs, workers = pipeline(device, budget.pipeline_images, budget.speed_repeats,
+        ours, theirs, workers = pipeline(device, budget.pipeline_images, budget.pipeline_repeats,
                                          workers=budget.pipeline_workers)
         ratio = ours / theirs
         pipe = {"device_loader": ours, "torchvision": theirs, "num_workers": workers,
