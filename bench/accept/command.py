@@ -129,7 +129,8 @@ def _main(args: argparse.Namespace) -> int:
                     data[key] = {"skipped": why}
                     continue
                 started = time.perf_counter()
-                data[key] = run_section(key, plan, report, Path(tmp))
+                data[key] = {}  # filled as the section goes: an interrupted one keeps its part
+                data[key].update(run_section(key, plan, report, Path(tmp), data[key]))
                 data[key]["seconds"] = round(time.perf_counter() - started, 1)
         except KeyboardInterrupt:
             interrupted = True
@@ -146,7 +147,8 @@ def _main(args: argparse.Namespace) -> int:
     return 130 if interrupted else 0 if data["passed"] else 1
 
 
-def run_section(key: str, plan: Plan, report: Report, tmp: Path) -> dict[str, Any]:
+def run_section(key: str, plan: Plan, report: Report, tmp: Path,
+                partial: dict[str, Any]) -> dict[str, Any]:
     budget = plan.budget
     if key == "machine":
         models = dict.fromkeys([m for pair in budget.models for m in pair] + list(SPEED_MODELS))
@@ -160,14 +162,23 @@ def run_section(key: str, plan: Plan, report: Report, tmp: Path) -> dict[str, An
     if key == "methods":
         root = tmp / "cifar-small"
         source = prepare(root, budget.train_images, budget.test_images, plan.cifar)
-        report.emit(f"One cell each on CIFAR-10 ({source}; {budget.train_images} training, "
-                    f"{budget.test_images} test images), batch {budget.batch_size}, "
-                    f"{', '.join(f'{k} {v}' for k, v in budget.epochs)}, precision auto.\n")
+        report.emit(f"One cell each on CIFAR-10 in the official layout ({budget.train_images} "
+                    f"training, {budget.test_images} test images; {source}), batch "
+                    f"{budget.batch_size}, {', '.join(f'{k} {v}' for k, v in budget.epochs)}, "
+                    "precision auto.\n")
         options = RunOptions(device=plan.device, data_root=str(root), progress=False)
-        results, notes = run_methods(plan.methods, budget, tmp / "methods", options, report.emit,
-                                     plan.progress)
+        partial.update(data=source, rows=[])
+
+        def done(result) -> None:
+            report.emit(result.line())
+            partial["rows"].append(result.row())
+
+        results = run_methods(plan.methods, budget, tmp / "methods", options, done,
+                              plan.progress, partial)
         failed = [r.method for r in results if not r.passed]
-        return {"data": source, "rows": [r.row() for r in results], "failed": failed, **notes}
+        report.emit(f"\n{len(results)} methods: {len(results) - len(failed)} PASS, "
+                    f"{len(failed)} FAIL" + (f" ({', '.join(failed)})" if failed else ""))
+        return {"failed": failed}
     if key == "speed":
         return speed_section(report, plan.device, plan.device_name, budget, plan.tiny)
     if key == "packing":

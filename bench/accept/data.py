@@ -61,7 +61,7 @@ def prepare(root: Path, n_train: int | None, n_test: int | None, source: Path | 
     n_train_all, n_test_all = n_train or 50_000, n_test or 10_000
     if source is None:
         write_cifar10(root, generated(n_train_all, 0), generated(n_test_all, 1))
-        return "generated (uniform noise in the official layout)"
+        return "generated: uniform noise"
     train, test = DATASETS.get("cifar10").load(source.parent if source.name == SUBDIR else source,
                                                False)
     write_cifar10(root, _first(train, n_train), _first(test, n_test))

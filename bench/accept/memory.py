@@ -72,11 +72,13 @@ def memory_section(report: Report, device: str, budget: Budget, data_root: Path,
         got = results.get(timeout=TIMEOUT_S)
     except queue_module.Empty:
         got = {"status": "error", "error": f"no answer within {TIMEOUT_S} s"}
-    finally:
-        proc.join(timeout=30)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(5)
+    except BaseException:  # Ctrl-C or the time limit's SIGTERM: stop the cell now
+        proc.terminate()
+        raise
+    proc.join(timeout=30)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(5)
     if got["status"] != "ok":
         report.emit(f"error: the cell {got['status']}: {got.get('error')}")
         return {**got, "errors": 1}

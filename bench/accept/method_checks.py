@@ -245,20 +245,16 @@ def comparable_runs(device: torch.device, notes: dict[str, Any]) -> Iterator[Non
 
 
 def run_methods(names: Sequence[str], budget: Budget, root: Path, options: RunOptions,
-                emit: Callable[[str], None], progress: bool) -> tuple[list[MethodResult],
-                                                                      dict[str, Any]]:
-    """Check each method in turn (in its own folder under `root`); emit its line(s) as it ends."""
+                done: Callable[[MethodResult], None], progress: bool, notes: dict[str, Any]
+                ) -> list[MethodResult]:
+    """Check each method in turn (in its own folder under `root`), handing each result to `done`
+    as it ends (so an interrupted run still reports the methods that finished)."""
     results: list[MethodResult] = []
-    notes: dict[str, Any] = {}
     bar = progress_bar(names, desc="methods", unit="method", leave=False) if progress else names
     with comparable_runs(torch.device(options.device), notes):
         for name in bar:
             if hasattr(bar, "set_postfix_str"):
                 bar.set_postfix_str(name)
-            result = check_method(name, budget, root / name, options)
-            results.append(result)
-            emit(result.line())
-    failed = [r.method for r in results if not r.passed]
-    emit(f"\n{len(results)} methods: {len(results) - len(failed)} PASS, {len(failed)} FAIL"
-         + (f" ({', '.join(failed)})" if failed else ""))
-    return results, notes
+            results.append(check_method(name, budget, root / name, options))
+            done(results[-1])
+    return results

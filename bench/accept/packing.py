@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from bench.accept.budgets import Budget
-from bench.accept.summary import Report
+from bench.accept.summary import Report, plural
 from bench.console import first_line
 from bench.exec.provenance import peak_rss_mb
 from bench.perf.timing import cifar_like
@@ -111,20 +111,22 @@ class Pool:
                 "errors": self.errors,
                 "total_images_per_s": sum(g["images_per_s"] for g in ok) if ok else None}
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """End the processes: let them finish (`wait`) or, when interrupted, stop them now."""
         for inbox in self.inboxes:
             inbox.put(None)
         for p in self.procs:
-            p.join(timeout=30)
+            p.join(timeout=30 if wait else 0)
             if p.is_alive():
                 p.terminate()
                 p.join(5)
 
 
 def packing_section(report: Report, device: str, budget: Budget) -> dict[str, Any]:
-    report.emit(f"{MODEL}, batch {budget.pack_batch}, each process trains "
-                f"{budget.pack_seconds:g} s (at least one fit of {budget.pack_steps} steps) "
-                "after a warm-up, all starting together.\n")
+    fit = f"fit{'s' if budget.pack_seconds else ''} of {plural(budget.pack_steps, 'step')}"
+    length = f"for {budget.pack_seconds:g} s ({fit})" if budget.pack_seconds else f"one {fit}"
+    report.emit(f"{MODEL}, batch {budget.pack_batch}; after a warm-up, the processes of a round "
+                f"start together and each trains {length}.\n")
     memory = "peak GPU MB each" if device == "cuda" else "peak RSS MB each"
     report.table(("processes", "threads each", "images/s each", "total images/s",
                   "total / one process", memory))
@@ -132,8 +134,10 @@ def packing_section(report: Report, device: str, budget: Budget) -> dict[str, An
     pool = Pool(device, budget)
     try:
         rounds = [pool.round(n) for n in budget.pack_counts]
-    finally:
-        pool.close()
+    except BaseException:  # Ctrl-C or the time limit's SIGTERM: the summary is written next
+        pool.close(wait=False)
+        raise
+    pool.close()
     for n, row in zip(budget.pack_counts, rounds):
         rows.append(row)
         if row["errors"]:

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from bench.accept.budgets import Budget
-from bench.accept.summary import Report, ratio_verdict
+from bench.accept.summary import Report, plural, ratio_verdict
 from bench.console import first_line
 from bench.perf.precision import cpu_peak_gflops, training_gflops
 from bench.perf.rows import pipeline, throughput
@@ -53,8 +53,9 @@ def speed_section(report: Report, device: str, device_name: str, budget: Budget,
     precision = resolve_precision("auto", device)
     peak, source = peak_tflops(device, device_name, precision)
     report.emit(f"Training at {precision} (`auto`), batch {budget.speed_batch}, "
-                f"{budget.speed_steps} steps a run, median of {budget.speed_repeats} interleaved "
-                f"runs. Peak: {f'{peak:.3g} TFLOP/s' if peak else 'unknown'} ({source}).\n")
+                f"{plural(budget.speed_steps, 'step')} a run, median of "
+                f"{plural(budget.speed_repeats, 'interleaved run')}. Peak: "
+                f"{f'{peak:.3g} TFLOP/s' if peak else 'unknown'} ({source}).\n")
     report.table(("row", "harness img/s", "bare loop img/s", "harness / bare", "target >= 0.95x",
                   "harness TFLOP/s", "of peak"))
     rows: list[dict[str, Any]] = []

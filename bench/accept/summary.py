@@ -40,6 +40,10 @@ def write_summary(out: Path, report: Report, data: dict[str, Any]) -> None:
                        json.dumps(data, indent=1, default=str).encode() + b"\n")
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def ratio_verdict(value: float, target: float, tiny: bool) -> str:
     """"met" / "NOT met" against a >= target; a tiny run's few steps measure nothing."""
     if tiny:
