@@ -102,7 +102,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return guards.run_guarded(run_command, _main, build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the summary
+    return guards.run_guarded(run_command, _main, args)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -111,8 +113,8 @@ def _main(args: argparse.Namespace) -> int:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     report, t0 = Report(), time.perf_counter()
     data: dict[str, Any] = {"device": plan.device, "device_name": plan.device_name,
-                            "tiny": plan.tiny, "command": ["python", "-m", "bench.accept",
-                                                           *sys.argv[1:]],
+                            "tiny": plan.tiny,
+                            "command": ["python", "-m", "bench.accept", *args.argv],
                             "git_commit": provenance(torch.device(plan.device))["git_commit"],
                             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     report.emit(f"# prunebench acceptance on {plan.device_name} ({plan.device}"

@@ -93,7 +93,7 @@ def choose_config(name: str, budget: Budget) -> RunConfig:
             if not problem:
                 return cfg
             reasons.append(problem)
-    raise UsageError(f"no tiny cell of {name} passes its checks: {reasons[0]}")
+    raise UsageError(f"no cell of {name} at these budgets passes its precheck: {reasons[0]}")
 
 
 def check_method(name: str, budget: Budget, root: Path, options: RunOptions) -> MethodResult:
