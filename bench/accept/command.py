@@ -26,7 +26,7 @@ from bench.accept.method_checks import run_methods
 from bench.accept.packing import packing_section
 from bench.accept.reference import reference_section
 from bench.accept.speed import MODELS as SPEED_MODELS, speed_section
-from bench.accept.summary import Report, write_summary
+from bench.accept.summary import Report, plural, write_summary
 from bench.cli import OneLineParser, guards, run_command
 from bench.cli.arguments import split_list
 from bench.exec.cell import RunOptions
@@ -178,7 +178,7 @@ def run_section(key: str, plan: Plan, report: Report, tmp: Path,
         results = run_methods(plan.methods, budget, tmp / "methods", options, done,
                               plan.progress, partial)
         failed = [r.method for r in results if not r.passed]
-        report.emit(f"\n{len(results)} methods: {len(results) - len(failed)} PASS, "
+        report.emit(f"\n{plural(len(results), 'method')}: {len(results) - len(failed)} PASS, "
                     f"{len(failed)} FAIL" + (f" ({', '.join(failed)})" if failed else ""))
         return {"failed": failed}
     if key == "speed":
