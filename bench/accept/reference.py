@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import catalog
-from bench.accept.summary import Report
+from bench.accept.summary import Report, plural
 from bench.console import first_line
 from bench.exec.cell import RunOptions, cached_dataset
 from bench.exec.dispatch import run_inprocess
@@ -34,7 +34,7 @@ def reference_section(report: Report, device: str, data_root: str | None, out: P
         report.emit(f"skipped: {exc}")
         return {"skipped": str(exc)}
     store = ResultStore(out / "reference")
-    report.emit(f"{len(cells)} cells of {GRID} ({MODEL}) into {store.root}:\n")
+    report.emit(f"{plural(len(cells), 'cell')} of {GRID} ({MODEL}) into {store.root}:\n")
     outcome = run_inprocess(cells, store, RunOptions(device=device, data_root=data_root,
                                                      progress=progress))
     report.table(("cell", "sparsity", "status", "test acc"))

@@ -17,6 +17,7 @@ from bench.accept.method_checks import choose_config
 from bench.accept.probes import CellProbe
 from bench.accept.speed import cuda_peak_tflops
 from bench.masks import MASK_BUFFER, apply_mask, prunable_modules
+from bench.plan.grid import Grid
 from bench.train.trainer import Trainer
 
 
@@ -142,3 +143,25 @@ def test_known_gpu_peaks_by_name():
     assert cuda_peak_tflops("NVIDIA L4", "bf16") == 121.0
     assert cuda_peak_tflops("Tesla V100-SXM2-16GB", "bf16") is None
     assert cuda_peak_tflops("NVIDIA H200", "fp32") is None
+
+
+def test_reference_says_in_one_line_that_renda2020_is_not_registered(tmp_path, capsys):
+    assert "renda2020" not in catalog.GRIDS  # another change registers it; then this test goes
+    assert main(["--only", "reference", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert "\nskipped: grid renda2020 not registered\n" in capsys.readouterr().out
+
+
+@pytest.mark.e2e
+def test_reference_runs_only_the_resnet20_row_of_renda2020(tmp_path, capsys, monkeypatch):
+    grid = Grid("renda2020", methods=("magnitude",), datasets=("synthetic", "digits"),
+                sparsities=(0.5,), per_dataset={"digits": {"model": "smallcnn"}},
+                base={"model": "resnet20", "dense_epochs": 1, "sparse_epochs": 1,
+                      "batch_size": 64})
+    monkeypatch.setitem(catalog.GRIDS._items, "renda2020", grid)
+    assert main(["--reference", "--only", "reference", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "1 cell of renda2020 (resnet20)" in out and "| magnitude | 0.5 | ok |" in out
+    rows = json.loads((tmp_path / "summary.json").read_text())["reference"]["rows"]
+    assert [(r["label"], r["status"]) for r in rows] == [("magnitude", "ok")]
+    assert len(list((tmp_path / "reference" / "records").glob("*.json"))) == 1
