@@ -89,8 +89,11 @@ def make_plan(args: argparse.Namespace) -> Plan:
             raise UsageError(f"--only {name!r} is invalid; valid: {', '.join(SECTIONS)}")
     if not args.reference and args.only is None:
         sections = tuple(s for s in sections if s != "reference")
-    methods = tuple(catalog.METHODS.canonical(m) for m in split_list(args.methods) or ()
-                    if catalog.METHODS.get(m)) or tuple(catalog.METHODS)
+    wanted = split_list(args.methods) or []
+    for method in wanted:
+        catalog.METHODS.get(method)  # an unknown name: one line listing the valid ones
+    methods = tuple(dict.fromkeys(catalog.METHODS.canonical(m) for m in wanted)) or \
+        tuple(catalog.METHODS)
     name = machine.device_name(device)
     out = Path(args.out).expanduser() if args.out else Path("results/accept") / machine.slug(name)
     guards.check_results_dir(out)
