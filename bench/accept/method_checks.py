@@ -236,12 +236,12 @@ def comparable_runs(device: torch.device, notes: dict[str, Any]) -> Iterator[Non
     finally:
         torch.backends.cudnn.deterministic = saved[0]
         torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
-    messages = [str(w.message) for w in caught]
-    notes["nondeterministic_ops"] = sorted({first_line(m)[:160] for m in messages
-                                            if "deterministic" in m})
-    for w in caught:
-        if "deterministic" not in str(w.message):
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    notes["nondeterministic_ops"] = sorted({first_line(w.message)[:160] for w in caught
+                                            if "deterministic" in str(w.message)})
+    others = {(str(w.message), w.category, w.filename, w.lineno): w for w in caught
+              if "deterministic" not in str(w.message)}
+    for w in others.values():  # the rest as they would have been shown, once each
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def run_methods(names: Sequence[str], budget: Budget, root: Path, options: RunOptions,
