@@ -99,8 +99,11 @@ def prefetch(config: RunConfig, store: ResultStore, options: RunOptions, stop: t
     return "the method ended"
 
 
-def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOptions()) -> dict:
-    """Run one cell and write its record (ok or failed). Returns the record."""
+def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOptions(),
+             observers: Sequence[Hook] = ()) -> dict:
+    """Run one cell and write its record (ok or failed). Returns the record. `observers`: hooks
+    added to every fit of the cell after its metrics log (how `python -m bench.accept` checks the
+    masks after every epoch and interrupts a cell to test its resume); they never change a result."""
     method = catalog.METHODS.get(config.method)
     seed_everything(config.seed)
     started = time.time()
@@ -119,7 +122,8 @@ def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOpt
         if problem:
             raise UnreachableTarget(problem)
         metrics_log.cell_started()
-        ctx = make_context(config, store, options, device, observers=(metrics_log,))
+        ctx = make_context(config, store, options, device,
+                           observers=(metrics_log, *observers))
         ctx.other_cell = lambda other: other_cell_record(other, store, options)
         data, trainer = ctx.data, ctx.trainer
         record["data"] = {"train": len(data.train), "val": len(data.val), "test": len(data.test),

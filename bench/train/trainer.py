@@ -325,7 +325,8 @@ class Trainer:
             return 0
         state.model.load_state_dict(blob["model"])
         state.optimizer.load_state_dict(blob["optimizer"])
-        loader.generator.set_state(blob["generator"])
+        # the loader's generator is a CPU one: map_location moved its state to the device too
+        loader.generator.set_state(blob["generator"].cpu())
         loader.epoch = blob["loader_epoch"]
         for hook, hs in zip(hooks, blob["hooks"]):
             hook.load_state_dict(hs)

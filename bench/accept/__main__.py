@@ -1,0 +1,3 @@
+from bench.accept.command import main
+
+raise SystemExit(main())
