@@ -145,8 +145,9 @@ def test_known_gpu_peaks_by_name():
     assert cuda_peak_tflops("NVIDIA H200", "fp32") is None
 
 
-def test_reference_says_in_one_line_that_renda2020_is_not_registered(tmp_path, capsys):
-    assert "renda2020" not in catalog.GRIDS  # another change registers it; then this test goes
+def test_reference_says_in_one_line_that_renda2020_is_not_registered(tmp_path, capsys,
+                                                                     monkeypatch):
+    monkeypatch.delitem(catalog.GRIDS._items, "renda2020")  # e.g. a build without it
     assert main(["--only", "reference", "--out", str(tmp_path), "--no-progress"]) == 0
     assert "\nskipped: grid renda2020 not registered\n" in capsys.readouterr().out
 
@@ -165,3 +166,12 @@ def test_reference_runs_only_the_resnet20_row_of_renda2020(tmp_path, capsys, mon
     rows = json.loads((tmp_path / "summary.json").read_text())["reference"]["rows"]
     assert [(r["label"], r["status"]) for r in rows] == [("magnitude", "ok")]
     assert len(list((tmp_path / "reference" / "records").glob("*.json"))) == 1
+
+
+def test_reference_picks_the_dense_row_and_lr_rewinding_at_the_shortest_budget():
+    from bench.accept.reference import reference_cells
+
+    picked = reference_cells(catalog.GRIDS.get("renda2020").cells())
+    assert {(c.label, c.sparse_epochs if c.sparsity else 0) for c in picked} == \
+        {("dense", 0), ("magnitude-lr-rewind", 10)}
+    assert {c.model for c in picked} == {"resnet20"} and {c.seed for c in picked} == {0}
