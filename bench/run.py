@@ -11,6 +11,7 @@ from bench import catalog
 from bench.cli import OneLineParser, guards, run_command
 from bench.cli.arguments import add_common, resolve_device, select_cells, status_command
 from bench.cli.guards import check_executor_args
+from bench.console import show_progress
 from bench.config import describe_fields
 from bench.plan.estimate import REFERENCE_IMAGES_PER_SECOND, estimate_gpu_hours, format_hours
 from bench.registry import UsageError
@@ -140,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    show_progress(not args.no_progress)  # also the bars no RunOptions reaches (image decoding)
     if args.fields:
         print(describe_fields())
         return 0

@@ -237,3 +237,19 @@ def test_large_splits_are_carved_in_place_with_the_same_rows_and_statistics(monk
     ref = images.double() / 255
     assert mean == pytest.approx(ref.mean(dim=(0, 2, 3)).tolist(), abs=1e-12)
     assert std == pytest.approx(ref.std(dim=(0, 2, 3)).tolist(), abs=1e-12)
+
+
+def test_no_progress_silences_the_image_decoding_bar():
+    """Decoding a large image folder shows a bar; `bench.run --no-progress` turns it off too."""
+    from bench import console, run
+    from bench.data.decoded import _bar
+
+    try:
+        assert run.main(["--dry-run", "--no-progress"]) == 0
+        assert _bar(10_000).disable
+        assert run.main(["--dry-run"]) == 0
+        bar = _bar(10_000)
+        assert not bar.disable
+        bar.close()
+    finally:
+        console.show_progress(True)
