@@ -116,3 +116,11 @@ def test_the_default_quick_grid_end_to_end(tmp_path):
     acc = {(r["label"], r["config"].get("sparsity", 0.9)): r["accuracy"]["test"] for r in records}
     assert acc[("magnitude", 0.5)] > 0.9  # real data, learnt
     assert acc[("tg-oneshot-ft", 0.98)] > acc[("random", 0.98)]
+
+
+def test_methods_take_several_options_each():
+    from bench.cli.arguments import split_methods
+
+    assert split_methods("tg-oneshot:retrain=ft,score=grad,magnitude,random:match=tg-oneshot") == \
+        ["tg-oneshot:retrain=ft,score=grad", "magnitude", "random:match=tg-oneshot"]
+    assert split_methods("magnitude,dense") == ["magnitude", "dense"]

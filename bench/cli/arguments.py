@@ -52,6 +52,22 @@ def split_list(text: str | None) -> list[str] | None:
     return items
 
 
+def split_methods(text: str | None) -> list[str] | None:
+    """--methods: comma-separated specs, where a spec's own options are comma-separated too:
+    'tg-oneshot:retrain=ft,score=grad,magnitude' -> ['tg-oneshot:retrain=ft,score=grad',
+    'magnitude'] (a key=value item without a ':' continues the spec before it)."""
+    items = split_list(text)
+    if items is None:
+        return None
+    out: list[str] = []
+    for item in items:
+        if "=" in item and ":" not in item and out and ":" in out[-1]:
+            out[-1] += "," + item
+        else:
+            out.append(item)
+    return out
+
+
 def parse_numbers(text: str | None, kind: type, what: str) -> list[Any] | None:
     items = split_list(text)
     if items is None:
@@ -84,7 +100,7 @@ def select_cells(args: argparse.Namespace):
     plugins.load_builtins()
     grid = load_grid(args.grid)
     changes: dict[str, Any] = {}
-    methods = split_list(args.methods)
+    methods = split_methods(args.methods)
     if methods is not None:
         chosen: list[str] = []
         for item in methods:
