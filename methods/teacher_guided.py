@@ -15,7 +15,7 @@ from bench.train.importance import SCORES, ImportanceEMA
 from bench.train.losses import KD_NORMS, cross_entropy, teacher_guided_loss
 from bench.plan.estimate import PhaseCost, relative_cost, shared, teacher_phase, train_images
 from bench.method import Option, register_method
-from bench.method.retraining import retrain, snapshot_hooks
+from bench.method.retraining import retrain, snapshot_hooks, snapshot_payload
 from bench.plan.phase_keys import snapshot_key
 from bench.train.trainer import ce_objective
 from methods import controls
@@ -100,9 +100,9 @@ def teacher_guided_oneshot(ctx):
         snapshots = snapshot_hooks(cfg)
         result = ctx.trainer.fit(student, phase, objective, [importance, *snapshots],
                                  checkpoint=scratch / "student.pt")
-        kept = {"snapshots": snapshots[0].saved} if snapshots else {}
         return ({"state_dict": {k: v.detach().cpu() for k, v in student.state_dict().items()},
-                 "scores": {k: v.cpu() for k, v in importance.scores().items()}, **kept},
+                 "scores": {k: v.cpu() for k, v in importance.scores().items()},
+                 **snapshot_payload(snapshots)},
                 {"student_test_acc": ctx.trainer.accuracy(student, ctx.data.test),
                  "scored_steps": importance.steps, "phases": {"student": result.as_record()}})
 

@@ -19,7 +19,7 @@ from filelock import FileLock
 from bench import catalog
 from bench.config import CHECKPOINT_FIELDS, RunConfig
 from bench.data import DataBundle, load_dataset, train_subset
-from bench.exec.context import CellContext, PhaseReached, cpu_state
+from bench.exec.context import CellContext, PhaseReached
 from bench.exec.provenance import peak_memory, provenance
 from bench.masks import prepare_for_state_dict, restrict_prunable, verify_mask
 from bench.method import UnreachableTarget
@@ -28,7 +28,7 @@ from bench.store.cache import PhaseCache
 from bench.train.flops import cost_accounting
 from bench.train.metrics import evaluation_metrics
 from bench.train.metrics_log import for_cell
-from bench.train.models import build_model
+from bench.train.models import build_model, cpu_state
 from bench.train.precision import resolve_memory_format, resolve_precision
 from bench.train.trainer import Hook, Trainer
 

@@ -19,12 +19,12 @@ from bench.data import DataBundle, dataset_fingerprint
 from bench.data.loader import IndexSampler
 from bench.exec.checkpoints import load_into
 from bench.masks import Accounting, prune_model, restrict_prunable
-from bench.method.retraining import snapshot_hooks
+from bench.method.retraining import snapshot_hooks, snapshot_payload
 from bench.plan import phase_keys
 from bench.registry import UsageError
 from bench.store.cache import CacheEntry, PhaseCache
 from bench.train.metrics_log import shared_phase
-from bench.train.models import build_model
+from bench.train.models import build_model, cpu_state
 from bench.train.trainer import Hook, Objective, Phase, PhaseResult, Trainer, ce_objective
 
 
@@ -197,8 +197,7 @@ class CellContext:
             snapshots = snapshot_hooks(cfg)
             result = self.trainer.fit(model, self.phase("dense", cfg.dense_epochs), hooks=snapshots,
                                       checkpoint=scratch / "dense.pt")
-            kept = {"snapshots": snapshots[0].saved} if snapshots else {}
-            return ({"state_dict": cpu_state(model), **kept},
+            return ({"state_dict": cpu_state(model), **snapshot_payload(snapshots)},
                     {"dense_test_acc": self.trainer.accuracy(model, self.data.test),
                      "phases": {"dense": result.as_record()}})
 
@@ -227,10 +226,6 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
     finally:
         torch.set_rng_state(state)
-
-
-def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 class PhaseReached(Exception):

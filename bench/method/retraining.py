@@ -27,6 +27,7 @@ from torch import nn
 
 from bench.masks import MASK_BUFFER, apply_mask, attach_mask, get_mask
 from bench.method import RETRAININGS, MethodContext
+from bench.train.models import cpu_state
 from bench.train.trainer import Hook, Objective, Phase, TrainState, ce_objective
 
 REINIT_SEED_OFFSET = 2  # the re-drawn weights of reinit and of mask_control=reinit (teacher: 1)
@@ -73,11 +74,11 @@ class Snapshots(Hook):
 
     def on_phase_start(self, state: TrainState) -> None:
         if 0 in self.epochs and state.epoch == 0:
-            self.saved[0] = _cpu_state(state.model)
+            self.saved[0] = cpu_state(state.model)
 
     def on_epoch_end(self, state: TrainState) -> None:
         if state.epoch + 1 in self.epochs:
-            self.saved[state.epoch + 1] = _cpu_state(state.model)
+            self.saved[state.epoch + 1] = cpu_state(state.model)
 
     def state_dict(self) -> dict[str, Any]:
         return {"saved": self.saved}
@@ -91,6 +92,12 @@ def snapshot_hooks(config: Any) -> list[Snapshots]:
     return [Snapshots(config.snapshot_epochs)] if config.snapshot_epochs else []
 
 
+def snapshot_payload(hooks: list[Snapshots]) -> dict[str, Any]:
+    """What a dense phase's cache entry adds for them: {"snapshots": {epoch: weights}}, or
+    nothing (the entry a phase without rewind points always had)."""
+    return {"snapshots": hooks[0].saved} if hooks else {}
+
+
 def rewind(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
     """Every parameter and buffer set to `weights` (a state dict without masks), then the
     model's mask applied: the kept weights take their rewound values, the pruned stay zero."""
@@ -98,7 +105,8 @@ def rewind(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
     missing = [k for k in state if not k.endswith(MASK_BUFFER) and k not in weights]
     if missing:
         raise ValueError(f"the rewind point lacks {len(missing)} entries, e.g. {missing[0]!r}")
-    state.update({k: v for k, v in weights.items() if k in state})
+    # a snapshot of a masked model carries its masks: the model keeps its own
+    state.update({k: v for k, v in weights.items() if k in state and not k.endswith(MASK_BUFFER)})
     model.load_state_dict(state)
     apply_mask(model)
 
@@ -136,8 +144,3 @@ def retrain(ctx: MethodContext, model: nn.Module, objective: Objective = ce_obje
                                       if mode == "weight-rewind" else {})}
     ctx.train(model, phase, objective)
     return model
-
-
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-            if not k.endswith(MASK_BUFFER)}

@@ -156,3 +156,8 @@ def build_smallcnn(num_classes: int, in_channels: int, image_size: int) -> nn.Mo
     return nn.Sequential(*block(in_channels, 16), *block(16, 32), nn.MaxPool2d(2),
                          *block(32, 32), *block(32, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(64, num_classes))
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's state dict on the CPU: what caches, checkpoints and snapshots keep."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
