@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="two precisions, the reference first (default: fp32,bf16)")
     p.add_argument("--data-root", metavar="DIR")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="intra-op threads of both runs, as bench.run --threads (one, beside a "
+                        "background study, keeps the other core free)")
     return p
 
 
@@ -94,6 +97,8 @@ def _main(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             passthrough += [f"--{flag.replace('_', '-')}", value]
+    if args.threads is not None:
+        passthrough += ["--threads", str(args.threads)]
     for item in args.set:
         passthrough += ["--set", item]
     for plugin in args.plugin:

@@ -150,3 +150,24 @@ def test_inprocess_stays_the_default():
     args = build_parser().parse_args([])
     assert (args.executor, args.workers, args.cluster, args.wait) == ("inprocess", None, None,
                                                                        False)
+
+
+@pytest.mark.e2e
+def test_threads_reach_torch_in_both_runs_of_a_parity_check(tmp_path, capsys):
+    """bench.parity passes --threads to each of its two bench.run calls, so a parity check can
+    run at one thread beside a background study."""
+    import torch
+
+    from bench.parity import main
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        main([*(a for a in TINY_CELL if a not in ("--no-progress", "--no-checkpoints")),
+              "--results", str(tmp_path / "p"), "--threads", "1"])
+    finally:
+        torch.set_num_threads(before)
+    for precision in ("fp32", "bf16"):
+        (record,) = ResultStore(tmp_path / "p" / precision).load_all()[0]
+        assert record["status"] == "ok", record.get("error")
+        assert record["provenance"]["threads"] == 1, f"the {precision} run did not get --threads 1"
