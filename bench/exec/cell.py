@@ -49,12 +49,21 @@ class RunOptions:
     tensorboard: str | None = None  # a folder: event files per cell and phase (bench/train/metrics_log.py)
 
 
-@lru_cache(maxsize=4)
-def cached_dataset(name: str, data_root: str | None, download: bool,
+def cached_dataset(name: str, data_root: str | Path | None, download: bool,
                    train_fraction: float = 1.0) -> DataBundle:
+    """The process's one copy of a dataset (and of each training subset of it), however a caller
+    spells the same request: bench.run's preflight and the cells it then runs in-process share
+    it. (An lru_cache on this signature kept two: f(a, b, c) and f(a, b, c, 1.0) are two keys, and
+    a TinyImageNet cell held its 1.4 GB of splits twice.)"""
+    root = str(Path(data_root).expanduser().resolve()) if data_root else None
+    return _dataset(name, root, bool(download), float(train_fraction))
+
+
+@lru_cache(maxsize=4)
+def _dataset(name: str, root: str | None, download: bool, train_fraction: float) -> DataBundle:
     if train_fraction < 1.0:
-        return train_subset(cached_dataset(name, data_root, download), train_fraction)
-    return load_dataset(name, data_root, download)
+        return train_subset(_dataset(name, root, download, 1.0), train_fraction)
+    return load_dataset(name, root, download)
 
 
 def seed_everything(seed: int) -> None:

@@ -171,3 +171,47 @@ def test_threads_reach_torch_in_both_runs_of_a_parity_check(tmp_path, capsys):
         (record,) = ResultStore(tmp_path / "p" / precision).load_all()[0]
         assert record["status"] == "ok", record.get("error")
         assert record["provenance"]["threads"] == 1, f"the {precision} run did not get --threads 1"
+
+
+COUNTED_DATA = '''
+import os
+
+import torch
+
+from bench.data import DatasetSpec, Split, register_dataset
+
+
+def load(root, download):
+    with open(os.environ["PRUNEBENCH_TEST_LOADS"], "a") as fh:
+        fh.write(f"{os.getpid()}\\n")
+    g = torch.Generator().manual_seed(0)
+
+    def split(n):
+        return Split(torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g),
+                     torch.arange(n) % 4)
+    return split(96), split(32)
+
+
+register_dataset(DatasetSpec("counted-loads", num_classes=4, channels=3, image_size=8, load=load))
+'''
+
+
+@pytest.mark.e2e
+def test_an_inprocess_run_holds_one_copy_of_its_dataset(tmp_path):
+    """bench.run loads each dataset before running (to fail fast on a bad root) and its cells then
+    use that copy: a TinyImageNet cell held its 1.4 GB of splits twice while the preflight and the
+    cells asked for it with two different lru_cache keys. Two cells: one load."""
+    plugin = tmp_path / "counted.py"
+    plugin.write_text(COUNTED_DATA)
+    (tmp_path / "data").mkdir()
+    loads = tmp_path / "loads.txt"
+    cell = [a for a in TINY_CELL if a not in ("--datasets", "synthetic")]
+    out = subprocess.run([sys.executable, "-m", "bench.run", *cell, "--plugin", str(plugin),
+                          "--datasets", "counted-loads", "--sparsities", "0.5,0.9",
+                          "--data-root", "data", "--results", str(tmp_path / "r")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PRUNEBENCH_TEST_LOADS": str(loads),
+                              "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len(ResultStore(tmp_path / "r").load_all()[0]) == 2
+    assert len(loads.read_text().splitlines()) == 1, "the dataset was loaded more than once"
