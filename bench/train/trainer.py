@@ -152,6 +152,19 @@ class PhaseResult:
                 "train_loss": self.train_loss, "resumed_from_epoch": self.resumed_from_epoch}
 
 
+EVAL_BATCH = 512
+EVAL_BATCH_PIXELS = EVAL_BATCH * 32 * 32
+
+
+def eval_batch_size(split: Split) -> int:
+    """Evaluation batches hold about as many pixels as 512 CIFAR images: 512 up to 32x32, 128 at
+    TinyImageNet's 64x64 (whose activations at 512 took about 1 GB of host memory more than
+    training did), at least 32. With BN frozen each image's logits do not depend on its batch (up to
+    float rounding), so this sets memory, not results."""
+    h, w = split.images.shape[-2:]
+    return min(EVAL_BATCH, max(32, EVAL_BATCH_PIXELS // (h * w)))
+
+
 class Trainer:
     def __init__(self, data: DataBundle, device: str | torch.device = "cpu", *, seed: int = 0,
                  compile: bool = False, progress: bool = True, precision: str = "auto",
@@ -206,20 +219,20 @@ class Trainer:
                             device=self.device, channels_last=self.channels_last, sampler=sampler)
 
     @torch.no_grad()
-    def logits(self, model: nn.Module, split: Split, batch_size: int = 512) -> torch.Tensor:
+    def logits(self, model: nn.Module, split: Split, batch_size: int | None = None) -> torch.Tensor:
         model.eval()
         outs = []
         with fp32_math(self.device):
-            for batch in self.loader(split, batch_size, train=False):
+            for batch in self.loader(split, batch_size or eval_batch_size(split), train=False):
                 outs.append(model(batch.x).float())
         return torch.cat(outs)
 
     @torch.no_grad()
-    def accuracy(self, model: nn.Module, split: Split, batch_size: int = 512) -> float:
+    def accuracy(self, model: nn.Module, split: Split, batch_size: int | None = None) -> float:
         model.eval()
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         with fp32_math(self.device):
-            for batch in self.loader(split, batch_size, train=False):
+            for batch in self.loader(split, batch_size or eval_batch_size(split), train=False):
                 correct += (model(batch.x).argmax(1) == batch.y).sum()
         return correct.item() / len(split)
 

@@ -129,3 +129,28 @@ def test_masks_hold_under_torch_compile(data):
             assert torch.all(module.weight[~mask[name]] == 0), name
             assert not torch.equal(module.weight, before[f"{name}.weight"]), name  # it trained
     assert r_compiled.train_loss == pytest.approx(r_eager.train_loss, rel=1e-2)
+
+
+@pytest.mark.parametrize("side, batch", [(8, 512), (32, 512), (64, 128), (224, 32)])
+def test_evaluation_batches_hold_as_many_pixels_as_512_cifar_images(side, batch):
+    """At TinyImageNet's 64x64 a batch of 512 held about 1 GB of activations on the host; the
+    evaluation batch shrinks with the image's area (to no fewer than 32), so evaluating costs no
+    more memory than training did. Checked through the batches a model actually receives."""
+    from bench.data import DataBundle, Split
+    from bench.data.datasets import DATASETS
+
+    n = 2 * batch + 3
+    split = Split(torch.zeros((n, 3, side, side), dtype=torch.uint8), torch.arange(n) % 4)
+    bundle = DataBundle(DATASETS.get("synthetic"), split, split, split, (0.5,) * 3, (0.25,) * 3)
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            seen.append(len(x))
+            return torch.zeros((len(x), 4))
+
+    trainer = Trainer(bundle, progress=False)
+    trainer.accuracy(Recorder(), split)
+    assert max(seen) == batch and sum(seen) == n
+    seen.clear()
+    assert trainer.logits(Recorder(), split).shape == (n, 4) and max(seen) == batch
