@@ -44,8 +44,9 @@ def claims_section(data) -> Section:
 
 
 def _gates(ev: claims.Evaluation, th, declared: dict, grid: str) -> list:
-    where = (f"declared by grid {grid}: " + ", ".join(f"{k} = {v:g}" for k, v in declared.items())
-             + "; the rest at their defaults") if declared else "the defaults (bench/plan/thresholds.py)"
+    where = (f"as declared by grid {grid}: " + ", ".join(f"{k} = {v:g}" for k, v in declared.items())
+             + "; the rest at their defaults") if declared else \
+        "at their defaults (bench/plan/thresholds.py)"
     rows = []
     for (dataset, gate), group in ev.gates.groupby(["dataset", "gate"], sort=False):
         row = {"dataset": dataset, "gate": gate, "threshold": group["threshold"].iloc[0]}
@@ -65,7 +66,7 @@ def _gates(ev: claims.Evaluation, th, declared: dict, grid: str) -> list:
                 if r.gate in ("teacher margin", "stage 1 works")]
     reasons = "; ".join(f"{k} = {getattr(th, k):g} ({why})" for k, why in
                         THRESHOLD_REASONS.items())
-    return [Paragraph(f"**Validity gates**, thresholds from {where}. Why these thresholds: "
+    return [Paragraph(f"**Validity gates**, thresholds {where}. Why these thresholds: "
                       f"{reasons}."),
             Table(table.set_index("dataset")),
             Bullets(tuple(details)) if details else None]
