@@ -124,3 +124,28 @@ def test_methods_take_several_options_each():
     assert split_methods("tg-oneshot:retrain=ft,score=grad,magnitude,random:match=tg-oneshot") == \
         ["tg-oneshot:retrain=ft,score=grad", "magnitude", "random:match=tg-oneshot"]
     assert split_methods("magnitude,dense") == ["magnitude", "dense"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "dataset=synthetic"], "--set dataset=... is a grid axis, not a field to set; use --datasets synthetic"),
+    (["--set", "seed=3"], "--set seed=... is a grid axis, not a field to set; use --seeds 3"),
+    (["--set", "options=x"], "use --methods NAME:key=value"),
+])
+def test_set_refuses_a_grid_axis_in_one_line(args, message, capsys):
+    """--set dataset=... used to end in make_config's TypeError traceback."""
+    from bench.run import main
+
+    assert main([*args, "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_a_grid_file_refuses_a_grid_axis_in_its_base(tmp_path, capsys):
+    from bench.run import main
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text("methods: [magnitude]\ndatasets: [digits]\nsparsities: [0.5]\n"
+                    "base: {seed: 3}\n")
+    assert main(["--grid", str(grid), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'seed' is a grid axis" in err[0] and "'seeds'" in err[0]

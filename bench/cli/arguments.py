@@ -13,7 +13,7 @@ import yaml
 
 from bench import catalog, plugins
 from bench.method import parse_method_spec
-from bench.plan.grid import load_grid
+from bench.plan.grid import GRID_AXES, load_grid
 from bench.registry import UsageError
 
 DEFAULT_RESULTS = "results/store"
@@ -127,7 +127,12 @@ def select_cells(args: argparse.Namespace):
         key, eq, value = item.partition("=")
         if not eq:
             raise UsageError(f"--set {item!r} is not FIELD=VALUE")
-        overrides[key.strip()] = parse_value(value)
+        key = key.strip()
+        if key in GRID_AXES:
+            use = "--methods NAME:key=value" if key == "options" else \
+                f"--{GRID_AXES[key]} {value.strip() or 'VALUE'}"
+            raise UsageError(f"--set {key}=... is a grid axis, not a field to set; use {use}")
+        overrides[key] = parse_value(value)
     if getattr(args, "precision", None):
         overrides["precision"] = args.precision
     if overrides:

@@ -78,6 +78,13 @@ class Grid:
         return cells
 
 
+# The fields each cell takes from the grid's axes (the key of a grid file, the bench.run flag);
+# base, sweep, per_dataset and --set cannot also give them. (A base temperature is allowed: the
+# temperatures axis, when given, overrides it.)
+GRID_AXES = {"method": "methods", "dataset": "datasets", "sparsity": "sparsities",
+             "seed": "seeds", "options": "methods"}
+
+
 def make_config(**fields: Any) -> RunConfig:
     unknown = sorted(set(fields) - set(CONFIG_FIELDS))
     if unknown:
@@ -118,6 +125,13 @@ def grid_from_mapping(data: Mapping[str, Any], source: str) -> Grid:
     for key in ("base", "per_dataset", "gates", "sweep"):
         if key in data and not isinstance(data[key], Mapping):
             raise UsageError(f"{source}: key {key!r} must be a mapping")
+    fields = [*data.get("base", {}), *data.get("sweep", {}),
+              *(k for o in dict(data.get("per_dataset", {})).values() if isinstance(o, Mapping)
+                for k in o)]
+    for field in fields:
+        if field in GRID_AXES:
+            raise UsageError(f"{source}: {field!r} is a grid axis, not a field of base, sweep or "
+                             f"per_dataset; list it under {GRID_AXES[field]!r}")
     extra = data.get("extra_points", [])
     if not isinstance(extra, list) or not all(isinstance(p, (list, tuple)) and len(p) == 2
                                               for p in extra):
