@@ -170,8 +170,12 @@ def _main(args: argparse.Namespace) -> int:
     from bench.exec.dispatch import run_inprocess, run_local
     from bench.slurm.job import SubmissionError
     from bench.slurm.submit import run_slurm
+    from bench.train.precision import bf16_caution
 
     check_checkpoints(cells)
+    caution = bf16_caution(cells, None if args.executor == "slurm" else resolve_device(args.device))
+    if caution:
+        print(caution, file=sys.stderr)
     if args.executor == "slurm":
         require_sbatch()
         check_partition(profile)

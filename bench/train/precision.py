@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from functools import lru_cache
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 
@@ -63,6 +63,30 @@ def resolve_precision(requested: str, device: str | torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
     return "fp32"  # the CPU (whatever its flags) and any other device
+
+
+# python -m bench.parity (docs/performance.md, "Does bf16 change the answers?"): distilling into a
+# network pruned to 98 % was the one kind of cell whose bf16 accuracy left the fp32 interval.
+BF16_CAUTION_SPARSITY = 0.95
+
+
+def bf16_caution(configs: Iterable, device: str | torch.device | None = None) -> str | None:
+    """One line for a run that asks bf16 for the regime parity flagged (retraining by distillation
+    at >= 95 % sparsity); None otherwise. `device` resolves `auto` (None: only explicit bf16)."""
+    def bf16(cfg) -> bool:
+        if cfg.precision == "auto":
+            return device is not None and resolve_precision("auto", device) == "bf16"
+        return cfg.precision == "bf16"
+
+    risky = [c for c in configs if c.sparsity >= BF16_CAUTION_SPARSITY
+             and c.option_dict.get("retrain") == "kd" and bf16(c)]
+    if not risky:
+        return None
+    labels = ", ".join(sorted({c.label for c in risky}))
+    return (f"note: {len(risky)} cell(s) retrain by distillation at >= "
+            f"{BF16_CAUTION_SPARSITY:.0%} sparsity under bf16 ({labels}); fp32/bf16 parity "
+            "measured this regime up to about 1-2 points lower under bf16 (docs/performance.md). "
+            "For published numbers use --precision fp32.")
 
 
 # Measured no faster in channels_last on the CPU (docs/performance.md): smallcnn 0.89x,

@@ -313,3 +313,35 @@ def test_kd_targets_and_losses_are_fp32_under_a_bf16_trainer(data):
     want = teacher_guided_loss(logits.float(), teacher_logits.float(), batch.y, alpha=0.9,
                                temperature=3.0, kd_norm="sample")
     assert torch.equal(loss.detach(), want.detach())
+
+
+def test_bf16_caution_names_distillation_at_high_sparsity_only():
+    kd98 = RunConfig(method="tg-oneshot", options=(("retrain", "kd"),), sparsity=0.98,
+                     precision="bf16")
+    caution = precision.bf16_caution([kd98, RunConfig(sparsity=0.98, precision="bf16")])
+    assert caution.startswith("note: 1 cell(s) retrain by distillation") and "tg-oneshot-kd" in caution
+    assert "magnitude-kd" in precision.bf16_caution(
+        [RunConfig(options=(("retrain", "kd"),), sparsity=0.95, precision="bf16")])
+    for quiet in (RunConfig(method="tg-oneshot", options=(("retrain", "kd"),), sparsity=0.9,
+                            precision="bf16"),
+                  RunConfig(method="tg-oneshot", options=(("retrain", "ft"),), sparsity=0.98,
+                            precision="bf16"),
+                  RunConfig(method="tg-oneshot", options=(("retrain", "kd"),), sparsity=0.98,
+                            precision="fp32")):
+        assert precision.bf16_caution([quiet]) is None, quiet.label
+    auto = RunConfig(method="tg-oneshot", options=(("retrain", "kd"),), sparsity=0.98)
+    assert precision.bf16_caution([auto], "cpu") is None  # auto is fp32 on every CPU
+    assert precision.bf16_caution([auto]) is None
+
+
+@pytest.mark.e2e
+def test_bench_run_prints_the_bf16_caution(tmp_path):
+    args = ["--methods", "tg-oneshot:retrain=kd", "--sparsities", "0.98", "--seeds", "0",
+            "--no-progress", "--no-checkpoints", "--datasets", "synthetic",
+            *(f"--set={k}={v}" for k, v in TINY.items() if k != "dataset"),
+            "--results", tmp_path / "r"]
+    bf16 = run_cli("bench.run", *args, "--precision", "bf16")
+    assert bf16.returncode == 0, bf16.stderr[-2000:]
+    assert "note: 1 cell(s) retrain by distillation at >= 95% sparsity under bf16" in bf16.stderr
+    fp32 = run_cli("bench.run", *args[:-1], tmp_path / "f", "--precision", "fp32")
+    assert fp32.returncode == 0 and "note:" not in fp32.stderr
