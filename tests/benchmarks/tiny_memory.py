@@ -5,7 +5,7 @@
 DATA_ROOT holds tiny-imagenet-200/ (the real release, or tests/benchmarks/make_tiny_folder.py's
 copy in the same layout). The first run decodes the JPEGs and writes the decoded cache; later runs
 read the cache. Loads the data with the harness's own loader, then trains BATCHES batches of
-smallcnn at batch 128 and evaluates it on the test split as the trainer does (batch 512). Prints,
+smallcnn at batch 128 and evaluates it on the test split as the trainer does. Prints,
 per stage, the resident memory (VmRSS) at its end and the highest resident memory seen during it
 (a 5 ms sampler), against the uint8 training split's size. The peak over the whole run is VmHWM,
 what a record's `memory.peak_rss_mb` holds."""
@@ -24,6 +24,7 @@ from bench.data.loader import DeviceLoader
 from bench.console import show_progress
 from bench.plugins import load_builtins
 from bench.train.models import build_model
+from bench.train.trainer import eval_batch_size
 
 
 def status(key: str) -> float:
@@ -97,8 +98,9 @@ def main() -> None:
     model.eval()
     with torch.no_grad():
         correct = sum(int((model(bt.x).argmax(1) == bt.y).sum())
-                      for bt in DeviceLoader(b.test, b, 512, train=False, seed=0))
-    sampler.mark("evaluate the test split at batch 512", t0)
+                      for bt in DeviceLoader(b.test, b, eval_batch_size(b.test), train=False,
+                                             seed=0))
+    sampler.mark(f"evaluate the test split at batch {eval_batch_size(b.test)}", t0)
     peak = status("VmHWM")
     print(f"\nuint8 splits held: {held:.0f} MiB (training storage {split_mb:.0f} MiB, the "
           f"validation rows carved from it included); peak (VmHWM) {peak:.0f} MiB = "
