@@ -21,17 +21,18 @@ import bench.data.decoded as decoded
 import bench.data.folders as folders
 from bench.data import load_dataset
 from bench.data.loader import DeviceLoader
+from bench.exec.provenance import peak_rss_mb
 from bench.console import show_progress
 from bench.plugins import load_builtins
 from bench.train.models import build_model
 from bench.train.trainer import eval_batch_size
 
 
-def status(key: str) -> float:
+def rss() -> float:
     for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
+        if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
-    raise KeyError(key)
+    raise KeyError("VmRSS")
 
 
 class Sampler(threading.Thread):
@@ -42,13 +43,13 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         while True:
-            self.high = max(self.high, status("VmRSS"))
+            self.high = max(self.high, rss())
             time.sleep(0.005)
 
     def mark(self, stage: str, t0: float) -> None:
-        rss = status("VmRSS")
-        print(f"{stage:<44} {time.perf_counter() - t0:7.1f} s  rss {rss:7.0f} MiB  "
-              f"stage high {max(self.high, rss):7.0f} MiB", flush=True)
+        now = rss()
+        print(f"{stage:<44} {time.perf_counter() - t0:7.1f} s  rss {now:7.0f} MiB  "
+              f"stage high {max(self.high, now):7.0f} MiB", flush=True)
         self.high = 0.0
 
 
@@ -101,7 +102,7 @@ def main() -> None:
                       for bt in DeviceLoader(b.test, b, eval_batch_size(b.test), train=False,
                                              seed=0))
     sampler.mark(f"evaluate the test split at batch {eval_batch_size(b.test)}", t0)
-    peak = status("VmHWM")
+    peak = peak_rss_mb()
     print(f"\nuint8 splits held: {held:.0f} MiB (training storage {split_mb:.0f} MiB, the "
           f"validation rows carved from it included); peak (VmHWM) {peak:.0f} MiB = "
           f"{peak / split_mb:.2f}x the training storage; test accuracy {correct / len(b.test):.3f}")

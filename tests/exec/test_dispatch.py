@@ -174,25 +174,22 @@ def test_threads_reach_torch_in_both_runs_of_a_parity_check(tmp_path, capsys):
 
 
 COUNTED_DATA = '''
+import dataclasses
 import os
 
-import torch
+from bench.data import register_dataset
+from bench.data.datasets import DATASETS
 
-from bench.data import DatasetSpec, Split, register_dataset
+SYNTHETIC = DATASETS.get("synthetic")
 
 
 def load(root, download):
     with open(os.environ["PRUNEBENCH_TEST_LOADS"], "a") as fh:
         fh.write(f"{os.getpid()}\\n")
-    g = torch.Generator().manual_seed(0)
-
-    def split(n):
-        return Split(torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g),
-                     torch.arange(n) % 4)
-    return split(96), split(32)
+    return SYNTHETIC.load(root, download)
 
 
-register_dataset(DatasetSpec("counted-loads", num_classes=4, channels=3, image_size=8, load=load))
+register_dataset(dataclasses.replace(SYNTHETIC, name="counted-loads", load=load))
 '''
 
 
