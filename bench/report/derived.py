@@ -123,7 +123,8 @@ def match_reported(reported: "pd.DataFrame | None", data: ReportData) -> "pd.Dat
     states the rule): per our row of that method, the grid sparsity whose mean overall sparsity
     (or the grid sparsity itself, when no seed is ok) is nearest the printed overall sparsity."""
     cols = ["dataset", "metric", "paper method", "paper sparsity %", "paper", "our row",
-            "our sparsity", "our overall %", "ours", "ours − paper", "paper in our 95% CI"]
+            "our sparsity", "our overall %", "ours", "ours − paper", "paper in our 95% CI",
+            "setup differences"]
     if reported is None:
         return pd.DataFrame(columns=cols)
     rows = []
@@ -140,9 +141,11 @@ def match_reported(reported: "pd.DataFrame | None", data: ReportData) -> "pd.Dat
         if asked.empty:
             rows.append({**base, "our row": "—", "our sparsity": "—", "our overall %": "—",
                          "ours": "no cells of this method in the grid", "ours − paper": "—",
-                         "paper in our 95% CI": "—"})
+                         "paper in our 95% CI": "—", "setup differences": ""})
             continue
         for row in dict.fromkeys(asked["row"]):
+            base["setup differences"] = "; ".join(
+                setup_differences(rep, asked[asked["row"] == row]))
             groups = s[(s["dataset"] == rep["dataset"]) & (s["row"] == row)]
             overall = [100 * (o if not math.isnan(o) else sp)
                        for o, sp in zip(groups["sparsity_overall"], groups["sparsity"])]
@@ -176,6 +179,27 @@ def match_reported(reported: "pd.DataFrame | None", data: ReportData) -> "pd.Dat
                                                             (g["ci_low"], g["ci_high"]))})
             rows.append(entry)
     return pd.DataFrame(rows, columns=cols)
+
+
+def setup_differences(rep: dict, ours: "pd.DataFrame") -> list[str]:
+    """What the harness knows differs between a printed number's setup and our rows' (the
+    cells' model and train_fraction, as records and records.csv keep them): the network (the
+    paper's note names it), the share of the training split, and for minutes the hardware and
+    epochs, which the paper does not state."""
+    out = []
+    theirs = "resnet18" if "ResNet-18" in str(rep.get("note", "")) else ""
+    models = sorted({str(m) for m in ours.get("model", pd.Series(dtype=str)).dropna()})
+    if theirs and models and models != [theirs]:
+        out.append(f"network: ResNet-18 (ours: {', '.join(models)})")
+    fractions = sorted({float(f) for f in
+                        ours.get("train_fraction", pd.Series(dtype=float)).dropna()})
+    if fractions and fractions != [1.0]:
+        out.append("ours trains on " + ", ".join(f"{100 * f:g} %" for f in fractions)
+                   + " of the training split")
+    if rep["metric"] == "minutes":
+        out.append("the paper states neither its hardware nor its epochs: a difference in "
+                   "minutes mixes machine, budget and method")
+    return out
 
 
 def inside(value: float, interval: tuple[float, float]) -> str:

@@ -323,7 +323,9 @@ def against_paper(data: ReportData) -> Section:
         data.reported_note + f". Matching: our nearest cell by overall sparsity (all "
         f"parameters, as the paper prints), within {MATCH_TOLERANCE_PP:g} pp; see "
         "results/paper/README.md. 'paper in our 95% CI': whether the printed number lies inside "
-        "the 95 % t interval of our seeds (none with fewer than two).")
+        "the 95 % t interval of our seeds (none with fewer than two). 'setup differences': what "
+        "the harness knows differs between the paper's setup and our cells'; where it lists "
+        "any, the difference is a sanity check, not a replication.")
     vs = match_reported(data.reported, data)
     if vs.empty:
         shown = ", ".join(sorted(set(data.reported["dataset"]))) \

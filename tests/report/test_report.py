@@ -97,7 +97,7 @@ def report(tmp_path_factory):
     reported = tmp_path / "reported.csv"
     reported.write_text(
         "source,dataset,method,sparsity_overall_pct,metric,value,note\n"
-        "test,synthetic,tg-oneshot,49.95,accuracy_pct,95.5,low\n"
+        "test,synthetic,tg-oneshot,49.95,accuracy_pct,95.5,ResNet-18; low\n"
         "test,synthetic,tg-oneshot,80.0,accuracy_pct,88.0,no cell near\n"
         "test,cifar10,tg-oneshot,50.46,accuracy_pct,96.08,other dataset\n")
     return build_report(grid, grid.cells(), store, tmp_path / "out", reported)
@@ -205,6 +205,9 @@ def test_wallclock_and_reported_comparison(report):
     assert low["our overall %"] == "49.90" and low["ours − paper"] == "-1.50"
     far = vs[vs["paper sparsity %"] == "80"].iloc[0]
     assert far["ours"] == "no cell within 1 pp" and far["ours − paper"] == "—"
+    # the printed row names its network, which is not ours; the other names none
+    assert low["setup differences"] == "network: ResNet-18 (ours: smallcnn)"
+    assert pd.isna(far["setup differences"])
     assert "this grid has no COLT cells" in md
 
 
@@ -255,6 +258,7 @@ def test_colt_ratio_and_reported_minutes(tmp_path):
     vs = pd.read_csv(tmp_path / "out" / "reported_vs_ours.csv", dtype=str)
     assert vs[vs["paper method"] == "tg-oneshot"]["ours − paper"].tolist() == ["-0.50"]
     assert vs[vs["paper method"] == "colt"]["ours"].tolist() == ["10.00 (n=1)"]
+    assert vs["setup differences"].str.contains("mixes machine, budget and method").all()
 
 
 @pytest.mark.e2e
