@@ -54,3 +54,27 @@ def test_a_loaded_model_is_a_phase_of_its_own_keyed_by_its_architecture(tmp_path
     assert phase_keys.dense(trained).kind == "dense-ce"
     # the loaded file's content hash keys everything downstream of it
     assert phase_keys.cache_fields(cfg)["teacher_checkpoint"] == cfg.teacher_checkpoint_sha256
+
+
+def test_the_converged_follow_up_reuses_every_shared_phase_of_the_declared_run():
+    # cifar-converged-long changes one budget of cifar-converged (retraining 10 -> 30 epochs)
+    # and must find the teacher and both dense students that the declared run cached
+    from bench.plan.grid import load_grid
+
+    def by_coords(name):
+        return {(c.label, c.sparsity, c.seed): c for c in load_grid(name).cells()}
+
+    declared, follow_up = by_coords("cifar-converged"), by_coords("cifar-converged-long")
+    assert declared.keys() == follow_up.keys() and len(declared) == 33
+    for coords, cfg in declared.items():
+        other = follow_up[coords]
+        changed = {k for k, v in cfg.to_dict().items() if other.to_dict()[k] != v}
+        assert changed == {"sparse_epochs"}, coords
+        assert (cfg.sparse_epochs, other.sparse_epochs) == (10, 30)
+        assert cached(cfg) and cached(cfg) == cached(other), coords
+
+
+def cached(cfg):
+    """The cache keys of a cell's shared phases (a matched cell's own phases, ('cell', id, ...),
+    are that grid's cell, not the cache)."""
+    return [p.key for p in cell_phases(cfg) if p.key is not None and p.key[0] != "cell"]
