@@ -241,8 +241,8 @@ register_grid(Grid(
 ))
 # The follow-up, with one budget changed after seeing results (2026-12-03; docs/replication.md
 # says so): in the declared run every 10-epoch retraining failed the convergence gate (validation
-# accuracy still rising 1.1-6.7 points over its last 3 epochs at seed 0) while the 30-epoch dense
-# phases were flat (0.0-0.4), so none of the claims could be judged. Here every one-shot row and
+# accuracy still rising 1.1-6.7 points over its last 3 epochs in the first 11 cells) while the
+# 30-epoch dense phases were flat (0.2-0.3), so none of the claims could be judged. Here every one-shot row and
 # control retrains 30 epochs, as long as the dense phases that did plateau; nothing else changes:
 # the rows, seeds, gates (as declared above) and the store, whose cached teacher, dense and
 # teacher-guided students it reuses. Cost at one thread: about 30 min a CE retraining, 45 min a
