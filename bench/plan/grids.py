@@ -2,6 +2,8 @@
 The Grid type, grid files and the lookup are bench/plan/grid.py."""
 from __future__ import annotations
 
+import dataclasses
+
 # bench.grids' names before the split stay importable from here (the documented plugin API
 # imports Grid and register_grid from it), as do the GPU-hour estimate's, which lived here before.
 from bench.plan.estimate import (REFERENCE_IMAGES_PER_SECOND, RELATIVE_MACS_32,  # noqa: F401
@@ -214,10 +216,6 @@ register_grid(MethodAwareGrid(
 CONVERGED_FRACTION = 0.25
 CONVERGED_DENSE = 30
 CONVERGED_RETRAIN = 10
-CONVERGED_GATES = {"teacher_margin": 4.0, "stage1_tolerance": 1.0, "plateau_gain": 1.0,
-                   "plateau_window": 3, "budget_tolerance": 0.10}
-CONVERGED_ROWS = ("tg-oneshot:retrain=kd", "tg-oneshot:retrain=ft", "magnitude",
-                  "magnitude:retrain=kd", "random:match=tg-oneshot")
 register_grid(Grid(
     name="cifar-converged-teacher",
     description="step 1 of the converged study: the resnet32 teacher (dense, 30 epochs, the full "
@@ -225,40 +223,37 @@ register_grid(Grid(
     methods=("dense",), datasets=("cifar10",), sparsities=(0.0,),
     base={"model": "resnet32", "dense_epochs": 30, "batch_size": 128, "lr": 0.1},
 ))
-register_grid(Grid(
+CONVERGED = Grid(
     name="cifar-converged",
     description="the converged CPU study: tg-oneshot (kd, ft) against magnitude and the controls "
                 "at 90/98 %, resnet20 on a quarter of CIFAR-10 trained to its plateau, 3 seeds, "
                 "a loaded resnet32 teacher (needs --data-root and --set teacher_checkpoint=..., "
                 "see results/cifar-converged)",
-    methods=CONVERGED_ROWS,
+    methods=("tg-oneshot:retrain=kd", "tg-oneshot:retrain=ft", "magnitude",
+             "magnitude:retrain=kd", "random:match=tg-oneshot"),
     datasets=("cifar10",), sparsities=(0.9, 0.98), seeds=(0, 1, 2),
     extra_points=(("dense", 0.0),),
     base={"model": "resnet20", "teacher": "resnet32", "train_fraction": CONVERGED_FRACTION,
           "dense_epochs": CONVERGED_DENSE, "sparse_epochs": CONVERGED_RETRAIN,
           "batch_size": 128, "lr": 0.1},
-    gates=CONVERGED_GATES,
-))
+    gates={"teacher_margin": 4.0, "stage1_tolerance": 1.0, "plateau_gain": 1.0,
+           "plateau_window": 3, "budget_tolerance": 0.10},
+)
+register_grid(CONVERGED)
 # The follow-up, with one budget changed after seeing results (2026-12-03; docs/replication.md
 # says so): in the declared run every 10-epoch retraining failed the convergence gate (validation
 # accuracy still rising 1.1-6.7 points over its last 3 epochs in the first 11 cells) while the
-# 30-epoch dense phases were flat (0.2-0.3), so none of the claims could be judged. Here every one-shot row and
-# control retrains 30 epochs, as long as the dense phases that did plateau; nothing else changes:
-# the rows, seeds, gates (as declared above) and the store, whose cached teacher, dense and
-# teacher-guided students it reuses. Cost at one thread: about 30 min a CE retraining, 45 min a
-# KD one, 18 h for the 30 retraining cells.
-register_grid(Grid(
-    name="cifar-converged-long",
+# 30-epoch dense phases were flat (0.2-0.3), so none of the claims could be judged. Here every
+# one-shot row and control retrains 30 epochs, as long as the dense phases that did plateau;
+# nothing else changes: the rows, seeds, gates (as declared above) and the store, whose cached
+# teacher, dense and teacher-guided students it reuses. Cost at one thread: about 30 min a CE
+# retraining, 45 min a KD one, 18 h for the 30 retraining cells.
+register_grid(dataclasses.replace(
+    CONVERGED, name="cifar-converged-long",
     description="the converged CPU study with 30 retraining epochs (as long as the dense phases) "
                 "instead of 10, the follow-up to cifar-converged's failed convergence gate "
                 "(same store, rows, seeds and gates; see results/cifar-converged)",
-    methods=CONVERGED_ROWS,
-    datasets=("cifar10",), sparsities=(0.9, 0.98), seeds=(0, 1, 2),
-    extra_points=(("dense", 0.0),),
-    base={"model": "resnet20", "teacher": "resnet32", "train_fraction": CONVERGED_FRACTION,
-          "dense_epochs": CONVERGED_DENSE, "sparse_epochs": CONVERGED_DENSE,
-          "batch_size": 128, "lr": 0.1},
-    gates=CONVERGED_GATES,
+    base={**CONVERGED.base, "sparse_epochs": CONVERGED_DENSE},
 ))
 
 
