@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
-from bench import catalog
+from bench import catalog, plugins
 from bench.cli import OneLineParser, guards, run_command
 from bench.cli.arguments import add_common, resolve_device, select_cells, status_command
 from bench.cli.guards import check_executor_args
@@ -31,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the cells and their ids, run none")
     p.add_argument("--fields", action="store_true",
                    help="list every config field --set accepts (type, default, meaning) and exit")
+    p.add_argument("--grids", action="store_true",
+                   help="list the named grids (with --plugin's) and what each runs, and exit")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--force", action="store_true", help="rerun cells that already have a record")
     p.add_argument("--compile", action="store_true", help="torch.compile the training step")
@@ -69,6 +72,21 @@ def preflight_data(cells, args) -> None:
         cached_dataset(dataset, args.data_root, args.download)
 
 
+def describe_grids(plugin_files: Sequence[str] = ()) -> str:
+    """One entry per registered grid: its name, cell count and description."""
+    for plugin in plugin_files:
+        plugins.load_plugin(plugin)
+    plugins.load_builtins()
+    lines = []
+    for name in sorted(catalog.GRIDS.names()):
+        grid = catalog.GRIDS.get(name)
+        n = len(grid.cells())
+        lines.append(f"{name}  ({n} cell{'' if n == 1 else 's'})")
+        lines.append(textwrap.fill(grid.description or "(no description)", width=100,
+                                   initial_indent="    ", subsequent_indent="    "))
+    return "\n".join(lines)
+
+
 def print_dry_run(grid, cells, store) -> None:
     def hours(some) -> str:
         return format_hours(estimate_gpu_hours(some))
@@ -78,6 +96,8 @@ def print_dry_run(grid, cells, store) -> None:
     print(f"grid {grid.name}: {len(cells)} cells, {hours(cells)} GPU-hours ({len(todo)} to run: "
           f"{hours(todo)} GPU-hours; ResNet-18 at {REFERENCE_IMAGES_PER_SECOND:,.0f} CIFAR "
           f"images/s, model in bench/plan/estimate.py)")
+    if grid.description:
+        print(f"  {grid.description}")
     left_out = getattr(grid, "unregistered_methods", lambda: [])()
     if left_out:
         print(f"  not registered, left out: {', '.join(left_out)}")
@@ -144,6 +164,9 @@ def _main(args: argparse.Namespace) -> int:
     show_progress(not args.no_progress)  # also the bars no RunOptions reaches (image decoding)
     if args.fields:
         print(describe_fields())
+        return 0
+    if args.grids:
+        print(describe_grids(args.plugin))
         return 0
     check_executor_args(args)
     grid, cells = select_cells(args)

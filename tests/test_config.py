@@ -109,3 +109,22 @@ def test_an_unknown_set_field_is_one_line_naming_the_valid_ones(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: unknown config field(s) 'nosuch'; valid: ")
     assert "sparse_epochs" in err[0]
+
+
+def test_grids_lists_every_named_grid_with_its_size_and_description(capsys, tmp_path,
+                                                                   monkeypatch):
+    from bench import catalog, plugins
+    from bench.run import main
+
+    plugins.load_builtins()
+    monkeypatch.setattr(catalog.GRIDS, "_items", dict(catalog.GRIDS._items))  # undo the plugin's
+    plugin = tmp_path / "my_grid.py"
+    plugin.write_text("from bench.plan.grids import Grid, register_grid\n"
+                      "register_grid(Grid(name='my-grid', description='two digits cells',\n"
+                      "    methods=('magnitude',), datasets=('digits',), sparsities=(0.5, 0.9)))\n")
+    assert main(["--grids", "--plugin", str(plugin)]) == 0
+    out = capsys.readouterr().out
+    heads = [line for line in out.splitlines() if not line.startswith(" ")]
+    assert [h.split()[0] for h in heads] == sorted(catalog.GRIDS.names())
+    assert "quick  (12 cells)" in heads and "my-grid  (2 cells)" in heads
+    assert out.split("my-grid  (2 cells)\n")[1].splitlines()[0] == "    two digits cells"

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from bench.store.cache import CacheEntry
     from bench.config import RunConfig
+    from bench.masks import Accounting
     from bench.data import DataBundle
     from bench.data.loader import IndexSampler
     from bench.train.trainer import Hook, Objective, Phase, PhaseResult, Trainer
@@ -47,6 +48,7 @@ class MethodContext(Protocol):
     phases: dict[str, dict[str, Any]]  # phase name -> its record (epochs, seconds, ...)
     extra: dict[str, Any]  # method-specific record fields
     expected_sparsity: float | None  # None: the method reports what it reached
+    accounting: "Accounting"  # the weights the target counts over (default: every prunable one)
     # another cell's ok record (same store, run first if missing): random:match=... reads masks
     other_cell: "Callable[[RunConfig], dict] | None"
     dense_reference: int | None  # a dense stand-in's full-width weight count (small-dense)

@@ -367,3 +367,17 @@ def test_the_published_csvs_give_the_same_gates_and_verdicts_as_the_store(tmp_pa
     assert verdicts == [line for line in (tmp_path / "a" / "report.md").read_text().splitlines()
                         if line.startswith("- synthetic:")]
     assert any("NOT TESTABLE HERE" in v and "converged" in v for v in verdicts)
+
+
+@pytest.mark.parametrize("grid_name", ["paper", "cifar-converged"])
+def test_the_claims_grids_hold_every_row_their_claims_compare(grid_name):
+    """A grid meant to judge claims 1 and 2 must run their controls and the dense CE row, or its
+    report can only say "not testable" (the row-set and teacher-margin gates)."""
+    from bench.plan.grid import load_grid
+
+    cells = load_grid(grid_name).cells()
+    for dataset in {c.dataset for c in cells}:
+        high = {c.label for c in cells if c.dataset == dataset and c.sparsity >= claims.HIGH}
+        for claim in claims.CLAIMS[:2]:
+            assert set(claim.rows) <= high, (grid_name, dataset, set(claim.rows) - high)
+        assert any(c.label == "dense" and c.sparsity == 0 for c in cells if c.dataset == dataset)

@@ -222,5 +222,5 @@ def test_a_closed_pipe_ends_the_listing_quietly(tmp_path):
     proc.stdout.close()  # what `head -1` does after its line
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
-    assert first.startswith(b"grid paper: 999 cells")
+    assert first.startswith(b"grid paper: 1170 cells")
     assert "Traceback" not in err and err == ""
