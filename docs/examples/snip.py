@@ -2,7 +2,7 @@
 
 Run it beside the built-ins on the quick grid:
     python -m bench.run --plugin docs/examples/snip.py --methods snip,magnitude
-    python -m bench.report --grid quick --plugin docs/examples/snip.py
+    python -m bench.report --plugin docs/examples/snip.py --methods snip,magnitude
 """
 import torch
 
