@@ -333,11 +333,13 @@ def test_training_curves_one_panel_per_phase(report, tmp_path):
 def test_paper_grid_cells():
     grid = load_grid("paper")
     cells = grid.cells()
-    # the paper's twelve method rows, written out (not derived from the grid's own list)
+    # the paper's twelve method rows, the claims' two controls and the dense CE row, written out
+    # (not derived from the grid's own list)
     assert sorted({c.label for c in cells}) == sorted([
         "tg-oneshot-ft", "tg-oneshot-kd", "magnitude", "random",
         "cskd-simple", "cskd-epsd", "pskd-simple", "pskd-epsd", "dlb-simple", "dlb-epsd",
-        "colt", "egp"])
+        "colt", "egp", "magnitude-kd", "random[match=tg-oneshot]", "dense"])
+    assert {c.sparsity for c in cells if c.label == "dense"} == {0.0}
     assert {c.dataset for c in cells} == {"cifar10", "cifar100", "tinyimagenet"}
     assert {c.seed for c in cells} == {0, 1, 2}
     assert all(c.model == "resnet18" and c.teacher == "resnet50" for c in cells)
