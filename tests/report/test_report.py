@@ -394,7 +394,8 @@ def test_print_dry_run_shows_gpu_hours(tmp_path, capsys):
     print_dry_run(grid, grid.cells(), ResultStore(tmp_path))
     out = capsys.readouterr().out
     assert out.startswith("grid quick: 12 cells") and "GPU-hours" in out.splitlines()[0]
-    rows = out.splitlines()[1:]
+    assert out.splitlines()[1] == f"  {grid.description}"  # what the grid is for, then its cells
+    rows = out.splitlines()[2:]
     assert len(rows) == 12
     # only the teacher-guided rows carry a temperature (digits default T=3)
     assert {"tg-oneshot" in r for r in rows if "T=3" in r} == {True}
