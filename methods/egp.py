@@ -221,8 +221,12 @@ ROUND_KIND = "egp-round"  # the cache kind of a shared round (its cost and its r
 def trajectory_key(cfg) -> dict:
     """What determines EGP's full rounds, whatever the target: the cache key of each."""
     opts = cfg.option_dict
+    # which layers carry masks changes every round's start (the Linear head or not); the default
+    # is left out so that keys made before the field existed stay valid
+    prunable = {"prunable": cfg.prunable} if cfg.prunable != "all" else {}
     return {"model": cfg.model, "dense_epochs": cfg.dense_epochs, "round_epochs": cfg.round_epochs,
-            "prune_fraction": opts["prune_fraction"], "entropy_batches": opts["entropy_batches"]}
+            "prune_fraction": opts["prune_fraction"], "entropy_batches": opts["entropy_batches"],
+            **prunable}
 
 
 def egp_cost(cfg) -> list[PhaseCost]:

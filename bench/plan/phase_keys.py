@@ -61,6 +61,9 @@ def cache_fields(cfg: RunConfig) -> dict[str, Any]:
                            "weight_decay": cfg.weight_decay, "schedule": cfg.schedule}
     if cfg.milestones:  # empty keeps the keys entries had before the field existed
         out["milestones"] = list(cfg.milestones)
+        # milestones are in epochs of the dense phase and every other phase drops at the same
+        # fractions (Phase.from_config), so the dense length moves a teacher's or a round's drops
+        out["milestone_base"] = cfg.dense_epochs
     for name in CHECKPOINT_MODELS:
         # A loaded model is its own key: nothing downstream of it mixes with trained ones.
         if getattr(cfg, name) is not None:

@@ -324,7 +324,7 @@ class Trainer:
             "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
             "generator": loader.generator.get_state(), "loader_epoch": loader.epoch,
             "hooks": [h.state_dict() for h in hooks], "result": result.__dict__,
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": torch.get_rng_state(), "precision": self.precision,
         }, path)
 
     def _resume(self, path: Path, state: TrainState, loader: DeviceLoader, hooks: list[Hook],
@@ -335,6 +335,14 @@ class Trainer:
             logging.getLogger(__name__).warning("%s; the phase starts again", exc)
             return 0
         if not isinstance(blob, dict) or blob.get("phase") != state.phase.name:
+            return 0
+        # `precision=auto` is not in the cell id, so a cell killed on a CPU (fp32) may resume on
+        # a GPU (bf16): its record would name one precision for epochs run at two. Checkpoints
+        # written before the field existed carry none and resume as before.
+        if blob.get("precision", self.precision) != self.precision:
+            logging.getLogger(__name__).warning(
+                "%s was written at %s, this run trains at %s; the phase starts again", path,
+                blob["precision"], self.precision)
             return 0
         state.model.load_state_dict(blob["model"])
         state.optimizer.load_state_dict(blob["optimizer"])

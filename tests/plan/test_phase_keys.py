@@ -9,6 +9,7 @@ from bench.config import RunConfig
 from bench.exec.cell import RunOptions, run_cell
 from bench.plan import phase_keys
 from bench.plan.estimate import cell_phases
+from bench.plan.grid import make_config
 from bench.store import ResultStore
 from bench.store.cache import PhaseCache
 from bench.train.models import build_model
@@ -78,3 +79,26 @@ def cached(cfg):
     """The cache keys of a cell's shared phases (a matched cell's own phases, ('cell', id, ...),
     are that grid's cell, not the cache)."""
     return [p.key for p in cell_phases(cfg) if p.key is not None and p.key[0] != "cell"]
+
+
+def test_a_step_schedule_keys_shared_phases_by_the_dense_length_its_milestones_count_in():
+    """Milestones are in dense epochs and scale into every phase, so a teacher of the same
+    length drops its lr elsewhere when dense_epochs differs: two cache entries, not one."""
+
+    def keys(**fields):
+        cfg = make_config(method="tg-oneshot", dataset="digits", schedule="step",
+                          milestones=(91, 136), teacher_epochs=182, **fields)
+        return {p.name: p.key for p in cell_phases(cfg) if p.key is not None}
+
+    assert keys(dense_epochs=182)["teacher"] != keys(dense_epochs=150)["teacher"]
+    # without milestones the dense length does not reach the teacher: one entry, as before
+    plain = [make_config(method="tg-oneshot", dataset="digits", dense_epochs=d) for d in (10, 20)]
+    assert len({[p.key for p in cell_phases(c) if p.name == "teacher"][0] for c in plain}) == 1
+
+
+def test_egp_rounds_are_keyed_by_the_layers_that_carry_masks():
+    from methods.egp import trajectory_key
+
+    conv = make_config(method="egp", dataset="digits", prunable="conv")
+    assert trajectory_key(conv) != trajectory_key(conv.replace(prunable="all"))
+    assert "prunable" not in trajectory_key(conv.replace(prunable="all"))  # old keys stay valid

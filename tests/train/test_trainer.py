@@ -105,6 +105,31 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(data, tmp_path, preci
                for k in full.state_dict())
 
 
+def test_a_checkpoint_from_another_precision_restarts_its_phase(data, tmp_path):
+    """precision=auto is not in the cell id: a cell killed on a CPU (fp32) that resumes on a GPU
+    (bf16) must not mix the two in one phase; an older checkpoint without the field resumes."""
+    phase = Phase("p", 3, batch_size=32)
+
+    class Crash(Hook):
+        def on_epoch_start(self, s):
+            if s.epoch == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(data, seed=1, progress=False, precision="fp32").fit(
+            make(), phase, ce_objective, [Crash()], checkpoint=tmp_path / "p.pt")
+    saved = torch.load(tmp_path / "p.pt", weights_only=False)
+    assert saved["precision"] == "fp32"
+    other = Trainer(data, seed=1, progress=False, precision="bf16").fit(
+        make(), phase, checkpoint=tmp_path / "p.pt")
+    assert other.resumed_from_epoch == 0 and len(other.val_acc) == 3
+    del saved["precision"]  # written before checkpoints named their precision
+    torch.save(saved, tmp_path / "old.pt")
+    old = Trainer(data, seed=1, progress=False, precision="fp32").fit(
+        make(), phase, checkpoint=tmp_path / "old.pt")
+    assert old.resumed_from_epoch == 2
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")),
                     reason="torch.compile's CPU backend needs a C++ compiler")
