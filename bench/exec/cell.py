@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from bench import catalog
 from bench.config import CHECKPOINT_FIELDS, RunConfig
@@ -104,8 +104,24 @@ def prefetch(config: RunConfig, store: ResultStore, options: RunOptions, stop: t
     except PhaseReached as reached:
         return str(reached)
     finally:
-        shutil.rmtree(ctx.work_dir, ignore_errors=True)  # the cell's own work starts afresh
+        clear_work_unless_running(store, config.id)
     return "the method ended"
+
+
+def clear_work_unless_running(store: ResultStore, cell_id: str) -> None:
+    """Remove a cell's work folder so that its own work starts afresh, unless the cell itself
+    runs right now elsewhere (its lock is held): that folder holds its epoch checkpoints."""
+    lock_path = store.lock_path(cell_id)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return
+    try:
+        shutil.rmtree(store.work_dir(cell_id), ignore_errors=True)
+    finally:
+        lock.release()
 
 
 def run_cell(config: RunConfig, store: ResultStore, options: RunOptions = RunOptions(),

@@ -2,6 +2,7 @@
 worker subprocess, a Slurm job), so concurrent runs of the same store never run a cell twice."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -42,6 +43,10 @@ def run_one_locked(cfg: RunConfig, store: ResultStore, options: RunOptions, forc
         if not force and store.is_done(cfg.id):  # finished by another process meanwhile
             outcome.skipped.append(cfg.id)
             return None
+        if force and store.is_done(cfg.id):
+            # a kill between the record and the clean-up leaves the finished run's last epoch
+            # checkpoints behind: a forced rerun would resume them and train nothing
+            shutil.rmtree(store.work_dir(cfg.id), ignore_errors=True)
         record = run_cell(cfg, store, options)
     finally:
         lock.release()

@@ -124,6 +124,37 @@ def test_run_one_locked_skips_a_busy_cell_and_a_done_one(tmp_path):
     assert pending([cfg], store, force=False) == [] and pending([cfg], store, force=True) == [cfg]
 
 
+def test_force_does_not_resume_the_finished_runs_leftover_checkpoints(tmp_path, monkeypatch):
+    """A kill between writing the record and clearing the work folder leaves the last epoch's
+    checkpoints; --force must retrain, not resume at the end and train nothing."""
+    import bench.exec.cell as cell_module
+
+    store = ResultStore(tmp_path)
+    cfg = make_config(method="magnitude", sparsity=0.5, **{**TINY, "sparse_epochs": 2})
+    with monkeypatch.context() as m:  # the kill: the clean-up after the record never runs
+        m.setattr(cell_module.shutil, "rmtree", lambda *a, **k: None)
+        first = run_one_locked(cfg, store, RunOptions(progress=False), False, Outcome())
+    assert first["status"] == "ok" and any(store.work_dir(cfg.id).iterdir())
+    again = run_one_locked(cfg, store, RunOptions(progress=False), True, Outcome())
+    assert again["phases"]["finetune"]["resumed_from_epoch"] == 0
+    assert len(again["accuracy"]["val_history"]["finetune"]) == 2
+
+
+def test_a_prefetch_leaves_the_work_of_a_cell_running_elsewhere(tmp_path):
+    from bench.exec.cell import clear_work_unless_running
+
+    store = ResultStore(tmp_path)
+    work = store.work_dir("abc123")
+    work.mkdir(parents=True)
+    (work / "finetune.pt").write_bytes(b"epoch checkpoint")
+    store.lock_path("abc123").parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(store.lock_path("abc123"))):  # the cell runs in another process
+        clear_work_unless_running(store, "abc123")
+    assert (work / "finetune.pt").is_file()
+    clear_work_unless_running(store, "abc123")  # nobody runs it: the stale work goes
+    assert not work.exists()
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--executor", "local", "--workers", "0"], "--workers 0 is invalid; it must be >= 1"),
     (["--workers", "2"], "--workers is for --executor local (not inprocess)"),
