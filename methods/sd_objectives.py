@@ -78,10 +78,13 @@ class ProgressiveSelfKD(Hook):
             self.table[batch.idx] = F.softmax(snapshot(batch.x).float(), dim=1)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"table": self.table}
+        return {"table": self.table, "alpha_history": list(self.alpha_history)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.table = state["table"].to(self.table.device)
+        # the record lists every epoch's α_t, the ones before a resume too (older checkpoints
+        # did not keep them)
+        self.alpha_history = list(state.get("alpha_history", []))
 
 
 class LastBatchSelfKD(Hook):

@@ -194,7 +194,8 @@ def test_pskd_table_survives_a_resumed_phase(data, tmp_path, precision):
                 [watch], checkpoint=ckpt, sampler=every_sample(data))
     assert torch.equal(watch.at_start[0], first.table)
     assert watch.at_start[0].dtype == torch.float32
-    assert second.alpha_history == pytest.approx([0.8])
+    # the record's α_t per epoch survives the resume: both epochs, not only the one run after
+    assert second.alpha_history == pytest.approx([0.4, 0.8])
 
 
 # --- DLB -----------------------------------------------------------------------------------
