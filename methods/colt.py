@@ -49,7 +49,8 @@ from bench.masks import (MASK_BUFFER, Accounting, Mask, attach_mask, flatten, in
                          keep_count, prunable_modules, prune_global, removal_rank, unflatten)
 from bench.plan.estimate import PhaseCost, relative_cost, rounds_to, shared, train_images
 from bench.method import Option, register_method
-from bench.method.rounds import check_start, resume, shared_round, state_digest, timed
+from bench.method.rounds import (check_start, resume, round_checkpoint, shared_round,
+                                 state_digest, timed)
 
 
 # --- pure pieces -------------------------------------------------------------------------------
@@ -266,7 +267,7 @@ def colt(ctx):
                 rewind(half.model, half.theta0, mask)
                 name = rnd.phase(half.tag)
                 result = half.ctx.trainer.fit(half.model, ctx.phase(name, cfg.round_epochs),
-                                              checkpoint=folder / f"{name}.pt")
+                                              checkpoint=round_checkpoint(folder, name, start))
                 phases[name] = result.as_record()
                 val[half.tag] = result.val_acc[-1] if result.val_acc else None
             with timed(phases, rnd.phase("eval"), ctx.trainer.sync):

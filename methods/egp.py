@@ -66,7 +66,8 @@ from bench.masks import Accounting, attach_mask, get_mask, keep_count, prepare_f
 from bench.plan.estimate import (PhaseCost, dense_phase, relative_cost, rounds_to, shared,
                                  train_images)
 from bench.method import Option, UnreachableTarget, register_method
-from bench.method.rounds import check_start, resume, shared_round, state_digest, timed
+from bench.method.rounds import (check_start, resume, round_checkpoint, shared_round,
+                                 state_digest, timed)
 from bench.train.models import build_model
 from methods.egp_entropy import layer_entropies, relu_fed_convs
 
@@ -199,7 +200,7 @@ def _egp_round(ctx, model: nn.Module, modules: Mapping[str, nn.Module], pruned: 
         return {}, meta
     name = rnd.phase()
     result = ctx.trainer.fit(model, ctx.phase(name, cfg.round_epochs),
-                             checkpoint=folder / f"{name}.pt")
+                             checkpoint=round_checkpoint(folder, name, start))
     phases[name] = result.as_record()
     with timed(phases, rnd.phase("eval"), ctx.trainer.sync):
         test_acc = ctx.trainer.accuracy(model, ctx.data.test)

@@ -115,8 +115,10 @@ class Round:
         state.save(self.rounds.path)
         self.saved = True
         # The trainer's epoch checkpoints of this round are superseded by the round state.
+        # (round_checkpoint names a shared round's by its start: `<phase>-<digest>.pt`)
         for name in new:
-            (ctx.work_dir / f"{name}.pt").unlink(missing_ok=True)
+            for path in (ctx.work_dir / f"{name}.pt", *ctx.work_dir.glob(f"{name}-*.pt")):
+                path.unlink(missing_ok=True)
         self.rounds.publish()
         return rec
 
@@ -196,6 +198,13 @@ def shared_round(ctx: "MethodContext", kind: str, key: Mapping[str, Any], index:
             ctx.phases[name] = {**rec, "cached": False, "shared": False}
     torch.set_rng_state(payload["torch_rng"])
     return payload, meta
+
+
+def round_checkpoint(folder: Path, phase: str, start: str) -> Path:
+    """Where a shared round keeps a phase's epoch checkpoints: named by the state the round
+    starts from, so a cell resumes only a killed run that started where it starts, never
+    another cell's partial round under a key that missed a field."""
+    return folder / f"{phase}-{start}.pt"
 
 
 def state_digest(tensors: Mapping[str, torch.Tensor]) -> str:

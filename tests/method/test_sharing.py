@@ -99,7 +99,7 @@ def test_a_shared_round_killed_half_way_resumes_from_its_last_epoch(tmp_path):
     proc = _child(cfg, tmp_path, log)
     deadline = time.monotonic() + 120
     scratch = tmp_path / "cache" / "colt-round"
-    while not list(scratch.glob("*.partial/round1-a.pt")):  # an epoch of round 1 is saved
+    while not list(scratch.glob("*.partial/round1-a-*.pt")):  # an epoch of round 1 is saved
         assert proc.poll() is None, log.read_text()
         assert time.monotonic() < deadline, "no epoch of round 1 finished"
         time.sleep(0.002)
