@@ -59,12 +59,14 @@ def stage1_by_seed(ok: pd.DataFrame) -> dict[int, float]:
     return {int(k): 100.0 * float(v) for k, v in values.items()}
 
 
-def teacher_acc(ok: pd.DataFrame) -> float | None:
-    """The teacher's test accuracy (in %), as the cells that learned from it measured it."""
+def teacher_by_seed(ok: pd.DataFrame) -> dict[int, float]:
+    """The teacher's test accuracy per seed (in %), as the cells that learned from it measured
+    it: one value a seed, however many cells of that seed used it."""
     if "teacher_test_acc" not in ok:
-        return None
-    values = pd.to_numeric(ok["teacher_test_acc"], errors="coerce").dropna()
-    return 100.0 * float(values.mean()) if len(values) else None
+        return {}
+    values = ok.assign(t=pd.to_numeric(ok["teacher_test_acc"], errors="coerce")).dropna(
+        subset=["t"]).groupby("seed")["t"].first()
+    return {int(k): 100.0 * float(v) for k, v in values.items()}
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -73,15 +75,22 @@ def _mean(values: Iterable[float]) -> float:
 
 
 def teacher_margin(ok: pd.DataFrame, th: Thresholds) -> GateResult:
-    teacher, dense = teacher_acc(ok), dense_ce_by_seed(ok)
+    """Teacher minus dense CE student, paired by seed and averaged over the seeds (a teacher
+    trained per seed is weighed once a seed, not once a cell)."""
+    teacher, dense = teacher_by_seed(ok), dense_ce_by_seed(ok)
     need = f"≥ {th.teacher_margin:+g} points"
-    if teacher is None or not dense:
-        missing = "the teacher's test accuracy" if teacher is None else "a dense CE student"
+    if not teacher or not dense:
+        missing = "the teacher's test accuracy" if not teacher else "a dense CE student"
         return GateResult(TEACHER, False, "not measured", need, f"the records hold no {missing}")
-    d = _mean(dense.values())
-    margin = teacher - d
+    seeds = sorted(set(teacher) & set(dense))
+    if not seeds:
+        return GateResult(TEACHER, False, "not measured", need,
+                          "needs the teacher and the dense CE student of the same seeds")
+    t, d = _mean(teacher[s] for s in seeds), _mean(dense[s] for s in seeds)
+    margin = t - d
     return GateResult(TEACHER, margin >= th.teacher_margin, f"{margin:+.2f} points", need,
-                      f"teacher {teacher:.2f} %, dense CE student {d:.2f} % (n = {len(dense)})")
+                      f"teacher {t:.2f} %, dense CE student {d:.2f} % (paired over "
+                      f"{len(seeds)} seeds)")
 
 
 def stage1(ok: pd.DataFrame, th: Thresholds) -> GateResult:
@@ -133,8 +142,9 @@ def converged(curves: pd.DataFrame | None, rows: Sequence[str], th: Thresholds,
         return GateResult(CONVERGED, False, "not measured", need,
                           "no per-epoch validation history of these rows in the records")
     gains = plateau_gains(mine, th.plateau_window)
+    # a seed too short to judge makes its phase too short, not a mean over the other seeds
     per = gains.groupby(["row", "sparsity", "phase"], sort=False).agg(
-        gain=("gain", "mean"), epochs=("epochs", "min")).reset_index()
+        gain=("gain", lambda g: g.mean(skipna=False)), epochs=("epochs", "min")).reset_index()
     short = per[per["gain"].isna()]
     rising = per[per["gain"] >= th.plateau_gain].sort_values("gain", ascending=False)
     judged = per["gain"].dropna()

@@ -70,11 +70,14 @@ def off_target(merged: pd.DataFrame) -> pd.Series:
 
 def row_labels(merged: pd.DataFrame) -> pd.Series:
     """The table row of each cell: its label, plus what the grid varies for that label beside
-    the sparsity — the network and the retraining budget within a dataset (a swept grid such as
-    renda2020), T=... across the grid — so that different settings are never averaged together."""
+    the sparsity — the network, the retraining budget and T=... within a dataset (a swept grid
+    such as renda2020 or paper-temperature) — so that different settings are never averaged
+    together."""
     if merged.empty:
         return pd.Series([], dtype=object)
-    swept_t = merged.groupby("label")["temperature"].nunique()
+    # per dataset: the paper grid's default T differs between datasets (3 on CIFAR, 5 on
+    # TinyImageNet), which is no sweep within any one of them
+    swept_t = merged.groupby(["dataset", "label"])["temperature"].nunique()
     varied = {name: merged.groupby(["dataset", "label"])[name].nunique()
               for name in ("model", "sparse_epochs") if name in merged}
     out = []
@@ -85,7 +88,7 @@ def row_labels(merged: pd.DataFrame) -> pd.Series:
         if "sparse_epochs" in varied and \
                 varied["sparse_epochs"].get((r["dataset"], r["label"]), 1) > 1:
             parts.append(f"{r['sparse_epochs']} ep")
-        if swept_t.get(r["label"], 1) > 1:
+        if swept_t.get((r["dataset"], r["label"]), 1) > 1:
             parts.append(f"T={r['temperature']:g}")
         out.append(f"{r['label']} ({', '.join(parts)})" if parts else r["label"])
     return pd.Series(out, index=merged.index, dtype=object)
