@@ -118,14 +118,15 @@ def contrast_levels(merged: pd.DataFrame, dataset: str, claim: Claim, c: Contras
     """The sparsities a contrast is tested at: those the grid asked both of its rows for
     (whatever became of the cells), from the claim's minimum sparsity on. A point asked of one
     row only (the paper grid's 0.977, set for the COLT timing) is no test of the other. Where the
-    grid never asked the second row at any of the first row's levels, the first row's levels: the
-    tests then have no pairs and the row-set gate says the row is missing."""
+    two rows share no level (a row the grid never asks for), the levels either row has, else the
+    claim's first row's: the tests are kept, with no pairs, so the family keeps its size and the
+    row-set gate names the missing row."""
     def asked(row: str) -> set:
         cells = merged[(merged["dataset"] == dataset) & (merged["row"] == row)]
         return {s for s in set(cells["sparsity"]) if s >= claim.min_sparsity and s > 0}
 
-    better = asked(c.better)
-    return sorted((better & asked(c.worse)) or better)
+    better, worse = asked(c.better), asked(c.worse)
+    return sorted((better & worse) or (better | worse) or asked(claim.contrasts[0].better))
 
 
 def family_levels(merged: pd.DataFrame, dataset: str, claim: Claim) -> list[float]:

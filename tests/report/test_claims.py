@@ -241,6 +241,13 @@ def test_a_missing_row_makes_the_claim_not_testable_instead_of_shrinking_the_fam
     assert smallest["p_holm"] == pytest.approx(min(1.0, 8 * smallest["p"]))
     # the EPSD claim, with no EPSD row at all, names the rows it lacks
     assert _not_testable(v[EPSD_CLAIM], gates.ROWS)
+    # a row the grid never asks for (the quick grid has no magnitude-kd): its tests stay in the
+    # family with no pairs, whichever side of the contrast the row is on
+    no_kd = study(tmp_path / "c", GAIN, rows={k: v for k, v in ROWS.items() if k != "magnitude-kd"})
+    ev_kd, v_kd = judged(no_kd)
+    kd_family = ev_kd.tests[ev_kd.tests["claim"] == "kd"]
+    assert len(kd_family) == 6 and (kd_family["pairs"] == 0).sum() == 3
+    assert _not_testable(v_kd[KD], gates.ROWS)
 
 
 def test_the_cost_claim_in_epoch_equivalents_is_exact(tmp_path):
