@@ -386,12 +386,23 @@ def test_the_claims_grids_hold_every_row_their_claims_compare(grid_name):
     report can only say "not testable" (the row-set and teacher-margin gates)."""
     from bench.plan.grid import load_grid
 
+    import pandas as pd
+
+    from bench.report.tables import row_labels
+
     cells = load_grid(grid_name).cells()
-    for dataset in {c.dataset for c in cells}:
-        high = {c.label for c in cells if c.dataset == dataset and c.sparsity >= claims.HIGH}
+    merged = pd.DataFrame([{"dataset": c.dataset, "label": c.label, "sparsity": c.sparsity,
+                            "temperature": c.resolved_temperature(), "model": c.model,
+                            "sparse_epochs": c.sparse_epochs} for c in cells])
+    merged["row"] = row_labels(merged)  # as the report names them
+    for dataset in set(merged["dataset"]):
+        mine = merged[merged["dataset"] == dataset]
         for claim in claims.CLAIMS[:2]:
-            assert set(claim.rows) <= high, (grid_name, dataset, set(claim.rows) - high)
-        assert any(c.label == "dense" and c.sparsity == 0 for c in cells if c.dataset == dataset)
+            for c in claim.contrasts:
+                for s in claims.contrast_levels(merged, dataset, claim, c):
+                    at = set(mine[mine["sparsity"] == s]["row"])
+                    assert {c.better, c.worse} <= at, (grid_name, dataset, claim.key, s, at)
+        assert ((mine["row"] == "dense") & (mine["sparsity"] == 0)).any()
 
 
 def test_the_teacher_margin_weighs_each_seed_once_not_each_cell():
