@@ -121,7 +121,7 @@ def budget_gate(book: pd.DataFrame, rows: Sequence[str], th: Thresholds) -> Gate
     one_shot = mine[mine["kind"] == ONE_SHOT]
     for column, what in (("dense_epochs", "dense/stage-1"), ("retrain_epochs", "retraining")):
         values = sorted(set(one_shot[column].dropna()))
-        if len(values) > 1 or any(math.isnan(v) for v in values):
+        if len(values) > 1:
             problems.append(f"{what} epochs differ among the one-shot rows: "
                             + ", ".join(f"{v:g}" for v in values))
     dense = one_shot["dense_epochs"].dropna()
