@@ -161,7 +161,7 @@ def _holm_marks(frame: pd.DataFrame, diff: str) -> pd.DataFrame:
     return frame
 
 
-ACC_COLUMNS = ["dataset", "claim", "better", "worse", "isolates", "sparsity", "pairs",
+ACC_COLUMNS = ["dataset", "claim", "better", "worse", "isolates", "sparsity", "pairs", "test",
                "mean_diff", "ci_low", "ci_high", "p", "p_holm", "mark"]
 
 
@@ -173,7 +173,7 @@ def accuracy_tests(merged: pd.DataFrame, dataset: str, claim: Claim) -> pd.DataF
         acc = ok.assign(acc=pd.to_numeric(ok["test_acc"], errors="coerce") * 100.0)
         pr = stats.paired(_seed_values(acc, c.better, s, "acc"),
                           _seed_values(acc, c.worse, s, "acc"))
-        return {"pairs": pr.pairs, "mean_diff": pr.mean_diff, "ci_low": pr.ci_low,
+        return {"pairs": pr.pairs, "test": pr.test, "mean_diff": pr.mean_diff, "ci_low": pr.ci_low,
                 "ci_high": pr.ci_high, "p": pr.p}
 
     frame = _family(merged, dataset, claim, test)

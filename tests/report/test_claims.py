@@ -140,6 +140,7 @@ def test_every_gate_passes_and_a_true_gain_is_supported(tmp_path):
     importance = ev.tests[ev.tests["claim"] == "importance"]
     assert len(importance) == 4 * 2  # four contrasts at the two high sparsities
     assert set(importance["mark"]) == {stats.BETTER}
+    assert set(importance["test"]) == {"paired t"}  # which test ran is in claims.csv
 
 
 def test_a_true_loss_is_contradicted_in_mirror(tmp_path):
