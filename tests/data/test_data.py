@@ -24,9 +24,11 @@ def test_validation_split_is_deterministic_and_disjoint():
     assert clash < len(a.val) // 4  # digits has a few duplicate glyphs, not shared rows
 
 
-def test_cifar10_official_layout(tmp_path):
+def test_cifar10_official_layout(tmp_path, caplog):
     write_cifar10(tmp_path)
     b = load_dataset("cifar10", tmp_path)
+    # a small copy loads, and says it is not the official release
+    assert "holds 100 training and 30 test images, not the official 50000 and 10000" in caplog.text
     assert b.train.images.shape[1:] == (3, 32, 32)
     assert len(b.train) + len(b.val) == 100 and len(b.test) == 30
     # pixel layout: 1024 R, then G, then B, row-major
