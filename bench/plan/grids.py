@@ -191,8 +191,9 @@ register_grid(MethodAwareGrid(
 #
 # The paper's experiment where its mechanism has a chance: networks trained to their plateau on a
 # quarter of CIFAR-10's training split (train_fraction 0.25: 11,249 training and 1,251 validation
-# images, a quarter of each class of the fixed carve; the test split whole), 3 seeds, budgets in the paper grid's
-# proportions (dense 160 : retraining 50, here 30 : 10), fp32 (precision auto is fp32 on every CPU).
+# images, a quarter of each class of the fixed carve; the test split whole), 3 seeds, budgets in
+# the paper grid's proportions (dense 160 : retraining 50, here 30 : 10), fp32 (precision auto is
+# fp32 on every CPU).
 # - Student resnet20. Measured with the harness (issue 33): `dense`, resnet20, train_fraction
 #   0.25, dense_epochs 30 reached 77.70 % with validation accuracy flat over its last five epochs.
 # - Teacher resnet32 trained once for 30 epochs on the *full* training split (the validation and

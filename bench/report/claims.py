@@ -24,8 +24,9 @@ one-shot row's, per seed pair (evaluation excluded: COLT tests every round; the 
 it is trained once and reported on its own), the log ratio tested against log ORDER_OF_MAGNITUDE
 (√10: a ratio nearer 10× than 1× on a log scale, which the paper's own 276 / 27.82 = 9.9×
 passes) with the paired test, Holm over the sparsities; for the claim when significantly above,
-against when significantly below. The 95 % t interval of the ratio is shown beside it. Beside it, the ratio of epoch-equivalents from the budgets (exact, scale-free),
-without and with a teacher charged at the paper grid's teacher / dense proportion.
+against when significantly below. Beside it, the ratio's 95 % t interval and the ratio of
+epoch-equivalents from the budgets (exact, scale-free), without and with a teacher charged at the
+paper grid's teacher / dense proportion.
 """
 from __future__ import annotations
 
