@@ -6,8 +6,8 @@ The dataset API a plugin uses is importable from here, as it was from the module
 """
 from bench.data.datasets import (DataBundle, DataError, DatasetSpec, Split,
                                  carve_validation, channel_stats, dataset_fingerprint,
-                                 load_dataset, register_dataset, train_subset)
+                                 dataset_sha256, load_dataset, register_dataset, train_subset)
 
 __all__ = ["DataBundle", "DataError", "DatasetSpec", "Split", "carve_validation",
-           "channel_stats", "dataset_fingerprint", "load_dataset", "register_dataset",
+           "channel_stats", "dataset_fingerprint", "dataset_sha256", "load_dataset", "register_dataset",
            "train_subset"]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from bench.config import RunConfig, checkpoint_sha256
-from bench.data import DataBundle, dataset_fingerprint
+from bench.data import DataBundle, DataError, dataset_fingerprint, dataset_sha256
 from bench.data.loader import IndexSampler
 from bench.exec.checkpoints import load_into
 from bench.masks import Accounting, prune_model, restrict_prunable
@@ -117,10 +117,19 @@ class CellContext:
 
         def tagged(scratch: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             payload, meta = compute(scratch)  # the Slurm plan finds the entry by this key
-            return payload, {**meta, "plan_key": list(plan_key)}
+            return payload, {**meta, "plan_key": list(plan_key),
+                             "data_sha256": dataset_sha256(self.data)}
 
         with shared_phase(kind):  # its epochs go to this cell's metrics file, marked shared
             entry = self.cache.get_or_compute(kind, full_key, tagged)
+        # The key's fingerprint samples the images; the entry names all of them. (Entries
+        # written before it did are taken on the fingerprint alone.)
+        made_from = entry.meta.get("data_sha256")
+        if entry.hit and made_from is not None and made_from != dataset_sha256(self.data):
+            raise DataError(
+                f"cache entry {kind}/{entry.key_hash} was computed from another copy of "
+                f"{self.config.dataset} (the same sampled fingerprint, different images): use "
+                f"another --results, or remove that entry from {self.cache.root}")
         self.lock_wait += entry.waited
         for name, rec in entry.meta.get("phases", {}).items():
             self.phases[name] = {**rec, "cached": entry.hit, "shared": True, "cache_key": entry.key_hash}

@@ -102,3 +102,28 @@ def test_egp_rounds_are_keyed_by_the_layers_that_carry_masks():
     conv = make_config(method="egp", dataset="digits", prunable="conv")
     assert trajectory_key(conv) != trajectory_key(conv.replace(prunable="all"))
     assert "prunable" not in trajectory_key(conv.replace(prunable="all"))  # old keys stay valid
+
+
+def test_a_cached_phase_from_another_copy_of_the_data_is_refused_not_reused(tmp_path):
+    """Two CIFAR copies that differ in one image the key's sampled fingerprint skips: the
+    second run must not train on top of the first copy's dense network."""
+    import pickle
+
+    from conftest import write_cifar10
+
+    roots = [tmp_path / "a", tmp_path / "b"]
+    for root in roots:
+        write_cifar10(root, n_per_batch=40, n_test=130)  # every 2nd test image is sampled
+    test_file = roots[1] / "cifar-10-batches-py" / "test_batch"
+    entry = pickle.loads(test_file.read_bytes())
+    entry["data"][1, :10] ^= 0xFF  # test image 1: not sampled by the fingerprint
+    test_file.write_bytes(pickle.dumps(entry))
+    store = ResultStore(tmp_path / "store")
+    cfg = make_config(method="magnitude", sparsity=0.5, dataset="cifar10", model="smallcnn",
+                      dense_epochs=1, sparse_epochs=1, batch_size=32)
+    first = run_cell(cfg, store, RunOptions(progress=False, data_root=str(roots[0])))
+    assert first["status"] == "ok", first.get("error")
+    again = run_cell(cfg.replace(sparsity=0.9), store,  # the same dense network's key
+                     RunOptions(progress=False, data_root=str(roots[1])))
+    assert again["status"] == "failed"
+    assert "computed from another copy of cifar10" in again["error"]["message"]
