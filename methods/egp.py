@@ -62,7 +62,7 @@ from torch import nn
 
 from bench.catalog import DATASETS
 from bench.masks import Accounting, attach_mask, get_mask, keep_count, prepare_for_state_dict, \
-    prunable_modules, prune_per_layer, sparsity_report
+    prunable_modules, prune_per_layer, restrict_prunable, sparsity_report
 from bench.plan.estimate import (PhaseCost, dense_phase, relative_cost, rounds_to, shared,
                                  train_images)
 from bench.method import Option, UnreachableTarget, register_method
@@ -148,10 +148,11 @@ def unreachable_reason(total: int, pruned_total: int, sparsity: float, over: str
 
 
 @lru_cache(maxsize=16)
-def _structure(model: str, num_classes: int, channels: int, image_size: int
-               ) -> tuple[int, tuple[str, ...], int]:
-    """(prunable total, the convs EGP prunes, their total) of a freshly built model."""
-    net = build_model(model, num_classes, channels, image_size)
+def _structure(model: str, num_classes: int, channels: int, image_size: int,
+               prunable: str = "all") -> tuple[int, tuple[str, ...], int]:
+    """(prunable total, the convs EGP prunes, their total) of a freshly built model, over the
+    config's prunable set (conv-only leaves the Linear head out of the total, as the run does)."""
+    net = restrict_prunable(build_model(model, num_classes, channels, image_size), prunable)
     pruned = tuple(relu_fed_convs(net, channels, image_size))
     modules = prunable_modules(net)
     return (sum(m.weight.numel() for m in modules.values()), pruned,
@@ -164,7 +165,7 @@ def check_target(config) -> str | None:
     about a second for ResNet-18)."""
     spec = DATASETS.get(config.dataset)
     total, _, pruned_total = _structure(config.model, spec.num_classes, spec.channels,
-                                        spec.image_size)
+                                        spec.image_size, config.prunable)
     over = config.option_dict.get("sparsity_over", "prunable")
     return unreachable_reason(total, pruned_total, config.sparsity, over,
                               f" of {config.model} on {config.dataset}")

@@ -230,3 +230,12 @@ def test_egp_over_its_own_layers_hits_that_count_and_reports_both(tmp_path):
     assert sp["prunable"] < 0.75  # the dense head counts as kept over all prunable weights
     assert len(record["extra"]["rounds"]) == 2  # 50 %, 75 %: the paper's 1 - 0.5^k
     assert record["extra"]["egp"]["sparsity_over"] == "pruned"
+
+
+def test_the_reachability_check_counts_the_prunable_set_the_run_uses():
+    """Conv-only leaves the Linear head out of the total: 99.5 % is out of reach over every
+    prunable weight (the head is never pruned) but within reach over the convs."""
+    from methods.egp import check_target
+
+    assert check_target(_egp_config(0.995)) is not None
+    assert check_target(_egp_config(0.995).replace(prunable="conv")) is None
