@@ -9,5 +9,5 @@ from bench.data.datasets import (DataBundle, DataError, DatasetSpec, Split,
                                  dataset_sha256, load_dataset, register_dataset, train_subset)
 
 __all__ = ["DataBundle", "DataError", "DatasetSpec", "Split", "carve_validation",
-           "channel_stats", "dataset_fingerprint", "dataset_sha256", "load_dataset", "register_dataset",
-           "train_subset"]
+           "channel_stats", "dataset_fingerprint", "dataset_sha256", "load_dataset",
+           "register_dataset", "train_subset"]

@@ -174,8 +174,8 @@ def accuracy_tests(merged: pd.DataFrame, dataset: str, claim: Claim) -> pd.DataF
         acc = ok.assign(acc=pd.to_numeric(ok["test_acc"], errors="coerce") * 100.0)
         pr = stats.paired(_seed_values(acc, c.better, s, "acc"),
                           _seed_values(acc, c.worse, s, "acc"))
-        return {"pairs": pr.pairs, "test": pr.test, "mean_diff": pr.mean_diff, "ci_low": pr.ci_low,
-                "ci_high": pr.ci_high, "p": pr.p}
+        return {"pairs": pr.pairs, "test": pr.test, "mean_diff": pr.mean_diff,
+                "ci_low": pr.ci_low, "ci_high": pr.ci_high, "p": pr.p}
 
     frame = _family(merged, dataset, claim, test)
     if frame.empty:
