@@ -9,6 +9,7 @@ import importlib.util
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Iterable
 
 from bench.registry import UsageError
 
@@ -75,6 +76,14 @@ def load_plugin(spec: str) -> None:
             raise UsageError(f"plugin {spec!r} is neither a .py file nor an importable module "
                              f"({exc})") from exc
         _plugins.append(spec)
+
+
+def load_all(specs: Iterable[str] = ()) -> None:
+    """The plugins named (files or modules), then the built-ins: what every entry point and
+    worker process does before it looks anything up."""
+    for spec in specs:
+        load_plugin(spec)
+    load_builtins()
 
 
 def loaded_plugins() -> list[str]:

@@ -74,9 +74,7 @@ def preflight_data(cells, args) -> None:
 
 def describe_grids(plugin_files: Sequence[str] = ()) -> str:
     """One entry per registered grid: its name, cell count and description."""
-    for plugin in plugin_files:
-        plugins.load_plugin(plugin)
-    plugins.load_builtins()
+    plugins.load_all(plugin_files)
     lines = []
     for name in sorted(catalog.GRIDS.names()):
         grid = catalog.GRIDS.get(name)

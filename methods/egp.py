@@ -159,14 +159,20 @@ def _structure(model: str, num_classes: int, channels: int, image_size: int,
             sum(modules[n].weight.numel() for n in pruned))
 
 
+def _counts(config) -> tuple[int, int, str]:
+    """(prunable total, the total of the convs EGP prunes, the accounting) of a config's model
+    on its dataset: what the precheck and the cost model compare the target with."""
+    spec = DATASETS.get(config.dataset)
+    total, _, pruned_total = _structure(config.model, spec.num_classes, spec.channels,
+                                        spec.image_size, config.prunable)
+    return total, pruned_total, config.option_dict.get("sparsity_over", "prunable")
+
+
 def check_target(config) -> str | None:
     """The method's precheck (bench.run --dry-run, and every cell before it trains): why the
     config's target is out of EGP's reach, or None. Builds the model once per shape (on the CPU,
     about a second for ResNet-18)."""
-    spec = DATASETS.get(config.dataset)
-    total, _, pruned_total = _structure(config.model, spec.num_classes, spec.channels,
-                                        spec.image_size, config.prunable)
-    over = config.option_dict.get("sparsity_over", "prunable")
+    total, pruned_total, over = _counts(config)
     return unreachable_reason(total, pruned_total, config.sparsity, over,
                               f" of {config.model} on {config.dataset}")
 
@@ -242,11 +248,8 @@ def egp_rounds(cfg) -> int:
     nominal = rounds_to(cfg.sparsity, fraction)
     if cfg.dataset not in DATASETS or cfg.sparsity <= 0:
         return nominal
-    spec = DATASETS.get(cfg.dataset)
-    total, _, pruned_total = _structure(cfg.model, spec.num_classes, spec.channels,
-                                        spec.image_size, cfg.prunable)
-    keep = pruned_keep_target(total, pruned_total, cfg.sparsity,
-                              cfg.option_dict.get("sparsity_over", "prunable"))
+    total, pruned_total, over = _counts(cfg)
+    keep = pruned_keep_target(total, pruned_total, cfg.sparsity, over)
     return rounds_to(1.0 - keep / pruned_total, fraction) if keep >= 1 else nominal
 
 

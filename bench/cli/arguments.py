@@ -95,9 +95,7 @@ def parse_value(text: str) -> Any:
 def select_cells(args: argparse.Namespace):
     """The grid's cells after the command line's selections and overrides. Loads the --plugin
     files/modules and the built-ins first (every command that selects cells comes through here)."""
-    for plugin in args.plugin:
-        plugins.load_plugin(plugin)
-    plugins.load_builtins()
+    plugins.load_all(args.plugin)
     grid = load_grid(args.grid)
     changes: dict[str, Any] = {}
     methods = split_methods(args.methods)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -45,7 +46,6 @@ class CellContext:
     share: bool = True  # RunOptions.share
     stop_after: tuple | None = None  # prefetch(): the shared phase to stop after
     lock_wait: float = 0.0  # seconds blocked on cache locks (another job computing the phase)
-    data_sha256: str | None = None  # dataset_sha256(data), computed the first time it is needed
     # other_cell(config) -> that cell's ok record from the same store, run first (under its lock,
     # with the same RunOptions) if it is missing: how a control reads another method's mask at the
     # same coordinates (random:match=...). None outside run_cell.
@@ -104,10 +104,10 @@ class CellContext:
         entry["seconds"] = entry.get("seconds", 0.0) + time.perf_counter() - t0
         self.phases[name] = {**self.phases.get(name, {}), **entry}
 
-    def _data_hash(self) -> str:
-        if self.data_sha256 is None:
-            self.data_sha256 = dataset_sha256(self.data)
-        return self.data_sha256
+    @cached_property
+    def data_sha256(self) -> str:
+        """dataset_sha256 of the cell's data, computed the first time a cache entry needs it."""
+        return dataset_sha256(self.data)
 
     def cached_phase(self, kind: str, key: dict[str, Any],
                      compute: Callable[[Path], tuple[dict[str, Any], dict[str, Any]]]
@@ -123,14 +123,14 @@ class CellContext:
 
         def tagged(scratch: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             payload, meta = compute(scratch)  # the Slurm plan finds the entry by this key
-            return payload, {**meta, "plan_key": list(plan_key), "data_sha256": self._data_hash()}
+            return payload, {**meta, "plan_key": list(plan_key), "data_sha256": self.data_sha256}
 
         with shared_phase(kind):  # its epochs go to this cell's metrics file, marked shared
             entry = self.cache.get_or_compute(kind, full_key, tagged)
         # The key's fingerprint samples the images; the entry names all of them. (Entries
         # written before it did are taken on the fingerprint alone.)
         made_from = entry.meta.get("data_sha256")
-        if entry.hit and made_from is not None and made_from != self._data_hash():
+        if entry.hit and made_from is not None and made_from != self.data_sha256:
             raise DataError(
                 f"cache entry {kind}/{entry.key_hash} was computed from another copy of "
                 f"{self.config.dataset} (the same sampled fingerprint, different images): use "

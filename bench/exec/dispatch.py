@@ -20,7 +20,7 @@ from bench.config import RunConfig
 from bench.console import first_line, progress_bar
 from bench.exec.cell import RunOptions
 from bench.exec.locked import Outcome, pending, run_one_locked
-from bench.plugins import load_builtins, load_plugin, loaded_plugins
+from bench.plugins import load_all, loaded_plugins
 from bench.store import ResultStore, StorageFull
 
 
@@ -95,9 +95,7 @@ def run_local(cells: Sequence[RunConfig], store: ResultStore, options: RunOption
 
 def _init_worker(plugins: tuple[str, ...], threads: int) -> None:
     torch.set_num_threads(threads)
-    for plugin in plugins:
-        load_plugin(plugin)
-    load_builtins()
+    load_all(plugins)
 
 
 def _run_in_worker(cfg: RunConfig, results: str, options: RunOptions,

@@ -38,35 +38,35 @@ class GateResult:
 # --- the dense networks: the teacher, the CE student, the teacher-guided student -----------------
 
 
+def _by_seed(cells: pd.DataFrame, column: str) -> dict[int, float]:
+    """The first number `column` holds for each seed (in %): one value a seed, however many of
+    its cells carry it."""
+    if column not in cells or cells.empty:
+        return {}
+    values = cells.assign(v=pd.to_numeric(cells[column], errors="coerce")).dropna(
+        subset=["v"]).groupby("seed")["v"].first()
+    return {int(k): 100.0 * float(v) for k, v in values.items()}
+
+
 def dense_ce_by_seed(ok: pd.DataFrame) -> dict[int, float]:
     """The dense CE student's test accuracy per seed (in %): the `dense` row at 0 %, else the dense
     network the magnitude (or random) rows pruned."""
     dense = ok[(ok["row"] == "dense") & (ok["sparsity"] == 0)]
     if len(dense):
-        values = dense.groupby("seed")["test_acc"].first()
-    else:
-        pruned = ok[ok["method"].isin(("magnitude", "random"))]
-        values = pruned.groupby("seed")["dense_test_acc"].first() if len(pruned) else pd.Series()
-    values = pd.to_numeric(values, errors="coerce").dropna()
-    return {int(k): 100.0 * float(v) for k, v in values.items()}
+        return _by_seed(dense, "test_acc")
+    return _by_seed(ok[ok["method"].isin(("magnitude", "random"))], "dense_test_acc")
 
 
 def stage1_by_seed(ok: pd.DataFrame) -> dict[int, float]:
     """The teacher-guided dense student's test accuracy per seed (in %), as tg-oneshot measured
     it before pruning."""
-    tg = ok[ok["method"] == "tg-oneshot"]
-    values = pd.to_numeric(tg.groupby("seed")["dense_test_acc"].first(), errors="coerce").dropna()
-    return {int(k): 100.0 * float(v) for k, v in values.items()}
+    return _by_seed(ok[ok["method"] == "tg-oneshot"], "dense_test_acc")
 
 
 def teacher_by_seed(ok: pd.DataFrame) -> dict[int, float]:
     """The teacher's test accuracy per seed (in %), as the cells that learned from it measured
     it: one value a seed, however many cells of that seed used it."""
-    if "teacher_test_acc" not in ok:
-        return {}
-    values = ok.assign(t=pd.to_numeric(ok["teacher_test_acc"], errors="coerce")).dropna(
-        subset=["t"]).groupby("seed")["t"].first()
-    return {int(k): 100.0 * float(v) for k, v in values.items()}
+    return _by_seed(ok, "teacher_test_acc")
 
 
 def _mean(values: Iterable[float]) -> float:

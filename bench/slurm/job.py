@@ -17,7 +17,7 @@ from bench.config import RunConfig
 from bench.console import first_line
 from bench.exec.cell import RunOptions
 from bench.exec.locked import Outcome, run_one_locked
-from bench.plugins import load_builtins, load_plugin
+from bench.plugins import load_all
 from bench.slurm.profile import ClusterProfile, slurm_parameters
 from bench.slurm.queue import (JOB_LOG_DIR, array_chunk_size, chunked, cluster_max_array_size,
                                record_submissions)
@@ -74,9 +74,7 @@ class CellJob(Checkpointable):
 def job_setup(plugins: Sequence[str], options: RunOptions) -> RunOptions:
     """What every job does first on its node: the submitter's plugins and the built-ins, the
     threads Slurm gave it, and the device it resolves to there."""
-    for plugin in plugins:
-        load_plugin(plugin)
-    load_builtins()
+    load_all(plugins)
     _threads_from_slurm()
     return dataclasses.replace(options, device=job_device(options.device))
 
