@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -220,38 +220,93 @@ def cd_diagram(ranks: "pd.Series", nemenyi: "pd.DataFrame", cd: float,
 
 
 MAX_CURVE_PANELS = 8  # COLT and EGP record a phase per round; the first eight tell convergence
+MAX_CURVE_LEVELS = 3  # a per-sparsity phase is drawn at most at three of the grid's sparsities
 
 
-def training_curves(curves: "pd.DataFrame", dataset: str) -> "Figure | None":
-    """Validation accuracy (%) per epoch of each training phase of `dataset`, one panel per
-    phase, one line per method row (mean over seeds). A phase that runs per sparsity is drawn
-    at the highest sparsity that has it, where a short budget shows first; shared phases are
-    the same at every sparsity."""
+def _curve_levels(sparsities: Sequence[float]) -> list[float]:
+    """The sparsities a per-sparsity phase is drawn at: all of them up to MAX_CURVE_LEVELS,
+    otherwise the lowest, the middle and the highest (the highest is where a short budget shows
+    first; the spread keeps the rest honest)."""
+    levels = sorted(set(sparsities))
+    if len(levels) <= MAX_CURVE_LEVELS:
+        return levels
+    return [levels[0], levels[len(levels) // 2], levels[-1]]
+
+
+def _merged_lines(part: "pd.DataFrame") -> list[tuple[list[str], "pd.Series"]]:
+    """One (rows, mean curve) per distinct curve: rows that share a cached phase have the same
+    curve, and drawn one over another only the last would show."""
+    lines: list[tuple[list[str], "pd.Series"]] = []
+    for row, group in part.groupby("row", sort=False):
+        mean = group.groupby("epoch")["val_acc"].mean()
+        for names, other in lines:
+            if other.index.equals(mean.index) and np.allclose(other.values, mean.values):
+                names.append(row)
+                break
+        else:
+            lines.append(([row], mean))
+    return lines
+
+
+def training_curves(curves: "pd.DataFrame", dataset: str, shared: Sequence[str] = (),
+                    window: int | None = None,
+                    judged: "Callable[[str], bool]" = lambda phase: True) -> "Figure | None":
+    """Validation accuracy (%) per epoch of each training phase of `dataset`, one line per
+    method row (mean over seeds). A `shared` phase (cached and reused by every sparsity: the
+    dense network, the teacher, the teacher-guided student, a shared round) gets one panel,
+    each row drawn at its highest sparsity that has it, with rows whose curves coincide merged
+    into one labelled line; every other phase gets a panel per sparsity (see _curve_levels). Where
+    `window` is given, the epochs the convergence gate compares are shaded on every `judged`
+    phase: the last `window` (darker) and the `window` before."""
     import seaborn as sns  # deferred: see the module's docstring
 
     df = curves[curves["dataset"] == dataset] if curves is not None and len(curves) else None
     if df is None or not len(df):
         return None
     phases = list(dict.fromkeys(df["phase"]))[:MAX_CURVE_PANELS]
+    once = [p for p in phases if p in shared]
+    per_level = [p for p in phases if p not in shared]
+    levels = _curve_levels(df.loc[df["phase"].isin(per_level), "sparsity"])
+    cols = max(len(levels) if per_level else 1, min(4, len(once)), 1)
+    slots: list[tuple[str, float | None] | None] = [(p, None) for p in once]
+    slots += [None] * (-len(slots) % cols)  # each per-sparsity phase starts a line of panels
+    for phase in per_level:
+        have = set(df.loc[df["phase"] == phase, "sparsity"])
+        slots += [(phase, s) if s in have else None for s in levels]
+        slots += [None] * (-len(slots) % cols)
     rows = list(dict.fromkeys(df["row"]))
     colors = dict(zip(rows, _palette(len(rows))))
     plt = _pyplot()
-    cols = min(4, len(phases))
-    n_rows = math.ceil(len(phases) / cols)
+    n_rows = math.ceil(len(slots) / cols)
     with sns.axes_style("whitegrid"):
         fig, axes = plt.subplots(n_rows, cols, figsize=(3.4 * cols, 2.8 * n_rows), dpi=110,
                                  squeeze=False)
-        for ax, phase in zip(axes.flat, phases):
+        for ax, slot in zip(axes.flat, slots):
+            if slot is None:
+                ax.set_visible(False)
+                continue
+            phase, level = slot
             part = df[df["phase"] == phase]
-            top = part["sparsity"].max()
-            for row, group in part[part["sparsity"] == top].groupby("row", sort=False):
-                mean = group.groupby("epoch")["val_acc"].mean()
-                ax.plot(mean.index, mean.values, marker=".", linewidth=1.3, color=colors[row],
-                        label=row)
-            ax.set_title(f"{phase} (sparsity {100 * top:g} %)", fontsize=9)
+            if level is None:  # each row at its highest sparsity: the dense row has only 0
+                part = part[part["sparsity"] == part.groupby("row")["sparsity"].transform("max")]
+            else:
+                part = part[part["sparsity"] == level]
+            lines = _merged_lines(part)
+            for names, mean in lines:
+                ax.plot(mean.index, mean.values, marker=".", linewidth=1.3,
+                        color=colors[names[0]], label=" = ".join(names))
+            last = int(part["epoch"].max())
+            if window and judged(phase) and last >= 2 * window:
+                ax.axvspan(last - window + 0.5, last + 0.5, color="0.5", alpha=0.18, lw=0)
+                ax.axvspan(last - 2 * window + 0.5, last - window + 0.5, color="0.5",
+                           alpha=0.08, lw=0)
+            where = "shared by every sparsity" if level is None else f"sparsity {100 * level:g} %"
+            ax.set_title(f"{phase} ({where})", fontsize=9)
             ax.set_xlabel("epoch", fontsize=8)
             ax.set_ylabel("val. accuracy (%)", fontsize=8)
-        for ax in list(axes.flat)[len(phases):]:
+            if any(len(names) > 1 for names, _ in lines):
+                ax.legend(fontsize=6, loc="lower right", frameon=False)
+        for ax in list(axes.flat)[len(slots):]:
             ax.set_visible(False)
         handles = [plt.Line2D([], [], color=colors[r], label=r) for r in rows]
         fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,

@@ -9,9 +9,11 @@ import re
 
 import pandas as pd
 
+from bench.plan.thresholds import thresholds_from
 from bench.report import plots, stats
 from bench.report.data import MATCH_TOLERANCE_PP, ReportData, first_line, mixed_precisions
 from bench.report.derived import colt_ratio, match_reported, temperature_tables, wallclock_table
+from bench.report.gates import NOT_JUDGED_PHASES
 from bench.report.tables import long_csv, pivot, to_latex, to_markdown
 from bench.report.writer import Bullets, Image, Paragraph, Section, Table, section
 
@@ -96,12 +98,23 @@ def accuracy(data: ReportData, dataset: str) -> Section:
     else:
         blocks.append(Image(f"radar_{safe_name(dataset)}.png", f"{dataset}: radar", fig,
                             f"radar_{dataset}"))
-    fig = plots.training_curves(data.curves, dataset)
+    th = thresholds_from(getattr(data.grid, "gates", None), f"grid {data.grid.name}")
+    phases = data.phases[data.phases["dataset"] == dataset]
+    fig = plots.training_curves(data.curves, dataset,
+                                shared=set(phases.loc[phases["shared"], "phase"]),
+                                window=th.plateau_window,
+                                judged=lambda phase: phase not in NOT_JUDGED_PHASES)
     if fig is not None:
         blocks += [Image(f"training_{safe_name(dataset)}.png",
                          f"{dataset}: validation accuracy per epoch", fig, f"training_{dataset}"),
                    Paragraph("Training curves: a curve still rising at its last epoch means that "
-                             "phase's budget had not converged.")]
+                             "phase's budget had not converged. Shaded: the epochs the "
+                             f"convergence gate compares, the last {th.plateau_window} (darker) "
+                             f"against the {th.plateau_window} before. A shared phase (trained "
+                             "once, reused by every sparsity) has one panel, and rows that "
+                             "share its curve one line; every other phase a panel per sparsity "
+                             f"(at most {plots.MAX_CURVE_LEVELS}: the lowest, middle and "
+                             "highest). Numbers: curves.csv.")]
     return section(f"{dataset}: accuracy", *blocks, files=files)
 
 

@@ -309,7 +309,7 @@ def test_a_report_names_no_absolute_path_and_its_command_remakes_it(tmp_path):
     assert (out / "report.md").read_text() == first
 
 
-def test_training_curves_one_panel_per_phase(report, tmp_path):
+def test_training_curves_shared_phases_once_and_the_rest_per_sparsity(report, tmp_path):
     from bench.report import plots
     from bench.report.data import load_report_data
 
@@ -317,14 +317,49 @@ def test_training_curves_one_panel_per_phase(report, tmp_path):
     grid = make_grid()
     data = load_report_data(grid, grid.cells(), fill_store(tmp_path / "store", grid))
     assert set(data.curves["phase"]) == {"dense", "teacher", "round1-a"}
-    fig = plots.training_curves(data.curves, "synthetic")
+    shared = set(data.phases.loc[data.phases["shared"], "phase"])
+    assert shared == {"dense", "teacher"}
+    fig = plots.training_curves(data.curves, "synthetic", shared=shared, window=1,
+                                judged=lambda phase: phase != "teacher")
     panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
-    assert set(panels) == {"dense (sparsity 90 %)", "teacher (sparsity 98 %)",
+    assert set(panels) == {"dense (shared by every sparsity)", "teacher (shared by every sparsity)",
+                           "round1-a (sparsity 50 %)", "round1-a (sparsity 90 %)",
                            "round1-a (sparsity 98 %)"}
     # tg-oneshot-kd at 98 %: both seeds ok; epoch 1 is 40 % (seed 0) and 50 % (seed 1)
     (line,) = [ln for ln in panels["round1-a (sparsity 98 %)"].lines
                if ln.get_label() == "tg-oneshot-kd"]
     assert list(line.get_ydata()) == pytest.approx([45.0, 70.0])
+    # the gate's window shaded where the gate judges the phase, and only there
+    assert len(panels["round1-a (sparsity 90 %)"].patches) == 2
+    assert len(panels["dense (shared by every sparsity)"].patches) == 2
+    assert len(panels["teacher (shared by every sparsity)"].patches) == 0
+
+
+def test_training_curves_merge_rows_that_share_a_curve():
+    import pandas as pd
+
+    from bench.report import plots
+
+    def curve(row, sparsity, values, phase="dense"):
+        return [{"row": row, "dataset": "d", "sparsity": sparsity, "seed": 0, "phase": phase,
+                 "epoch": e + 1, "val_acc": v} for e, v in enumerate(values)]
+
+    curves = pd.DataFrame(curve("magnitude", 0.9, [30, 50, 60]) + curve("magnitude", 0.98, [30, 50, 60])
+                          + curve("dense", 0.0, [30, 50, 60]) + curve("random", 0.9, [31, 50, 60])
+                          + curve("magnitude", 0.9, [10, 20, 30], "finetune"))
+    fig = plots.training_curves(curves, "d", shared={"dense"})
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+    assert set(panels) == {"dense (shared by every sparsity)", "finetune (sparsity 90 %)"}
+    labels = sorted(ln.get_label() for ln in panels["dense (shared by every sparsity)"].lines)
+    assert labels == ["magnitude = dense", "random"]  # the dense row at 0 % is in the panel
+    assert not panels["finetune (sparsity 90 %)"].patches  # no window given, nothing shaded
+
+
+def test_training_curve_levels_keep_lowest_middle_highest():
+    from bench.report.plots import _curve_levels
+
+    assert _curve_levels([0.9, 0.5, 0.9]) == [0.5, 0.9]
+    assert _curve_levels([0.5, 0.75, 0.9, 0.94, 0.98]) == [0.5, 0.9, 0.98]
 
 
 # --- the grids ------------------------------------------------------------------------------------
