@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 
 import pandas as pd
 
@@ -261,8 +262,28 @@ def off_target(data: ReportData) -> Section:
         Table(pd.DataFrame(rows).set_index("cell")))
 
 
+REPORT_ONLY_FLAGS = ("--out", "--reported", "--against", "--records", "--layer-sparsity")
+
+
+def _fill_command(data: ReportData) -> str:
+    """The bench.run command that fills in this report's missing cells: the report's own
+    command with its report-only options dropped, so a selection (`--set
+    teacher_checkpoint=...`, `--methods`, `--seeds`, a plugin) names the same cell ids."""
+    if not data.command.startswith("python -m bench.report"):
+        return f"python -m bench.run --grid {data.grid.name} --results {data.store_root}"
+    words, out, skip = shlex.split(data.command)[3:], [], False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in REPORT_ONLY_FLAGS:
+            skip = True
+        elif word.partition("=")[0] not in REPORT_ONLY_FLAGS:
+            out.append(word)
+    return "python -m bench.run " + shlex.join(out)
+
+
 def failures(data: ReportData) -> Section:
-    grid, m = data.grid, data.merged
+    m = data.merged
     bad = m[m["status"] != "ok"]
     blocks: list = []
     if bad.empty and not data.problems:
@@ -276,9 +297,9 @@ def failures(data: ReportData) -> Section:
     missing = bad[bad["status"] == "missing"]
     if len(missing):
         blocks.append(Paragraph(
-            f"{len(missing)} cell(s) without a record yet (missing): run `python -m bench.run "
-            f"--grid {grid.name} --results {data.store_root}` (from this report's folder) "
-            "to fill them in."))
+            f"{len(missing)} cell(s) without a record yet (missing): run `{_fill_command(data)}` "
+            "(from this report's folder, with the `--data-root` the grid ran with where its data "
+            "is not under the default root) to fill them in."))
     if data.problems:
         blocks += [Paragraph("Record files that could not be read (corrupt; their cells count "
                              "as corrupt, not as results):"),

@@ -293,8 +293,11 @@ def test_a_report_names_no_absolute_path_and_its_command_remakes_it(tmp_path):
         "sparsities: [0.5, 0.9, 0.98]\nseeds: [0, 1]\nbase: {model: smallcnn, teacher: smallcnn}\n")
     out = tmp_path / "shared" / "report"
     res = run_cli("bench.report", "--grid", tmp_path / "grid.yaml", "--results",
-                  tmp_path / "store", "--out", out)
+                  tmp_path / "store", "--out", out, "--seeds", "0,1", "--against", "magnitude")
     assert res.returncode == 0, res.stderr[-2000:]
+    # the hint for the missing cell keeps the selection and drops the report's own options
+    assert ("run `python -m bench.run --grid ../../grid.yaml --results ../../store --seeds 0,1` "
+            in (out / "report.md").read_text())
     for f in out.iterdir():
         if f.suffix in (".md", ".html", ".csv", ".tex"):
             assert str(tmp_path) not in f.read_text(), f.name
