@@ -233,8 +233,9 @@ def cost_tests(merged: pd.DataFrame, dataset: str, phases: pd.DataFrame | None =
                           {k: math.log(ORDER_OF_MAGNITUDE) for k in seeds})
         colt_total = sum(colt[k] + evals.get(k, 0.0) for k in seeds)
         return {"pairs": len(seeds),
-                "one_shot_min": sum(one[k] for k in seeds) / max(1, len(seeds)) / 60,
-                "colt_min": sum(colt[k] for k in seeds) / max(1, len(seeds)) / 60,
+                # means over the pairs; none without a pair (not 0 minutes)
+                "one_shot_min": sum(one[k] for k in seeds) / len(seeds) / 60 if seeds else math.nan,
+                "colt_min": sum(colt[k] for k in seeds) / len(seeds) / 60 if seeds else math.nan,
                 "colt_eval_share": sum(evals.get(k, 0.0) for k in seeds) / colt_total
                 if colt_total else math.nan,
                 "ratio": math.exp(sum(logs) / len(logs)) if logs else math.nan,

@@ -116,8 +116,8 @@ def _cost(ev: claims.Evaluation) -> list:
         return []
     table = pd.DataFrame([{
         "dataset": r["dataset"], "sparsity": f"{r['sparsity']:g}", "pairs": r["pairs"],
-        f"{claims.ONE_SHOT_ROW} min": f"{r['one_shot_min']:.2f}",
-        "colt min": f"{r['colt_min']:.2f}",
+        f"{claims.ONE_SHOT_ROW} min": fmt_number(r["one_shot_min"], ".2f"),
+        "colt min": fmt_number(r["colt_min"], ".2f"),
         "colt evaluation share": fmt_number(100 * r["colt_eval_share"], ".0f") + " %",
         "colt / one-shot (training)": fmt_number(r["ratio"], ".1f"),
         "95% CI": fmt_interval(r["ci_low"], r["ci_high"], ".1f"),

@@ -270,6 +270,14 @@ def test_the_cost_claim_in_epoch_equivalents_is_exact(tmp_path):
     assert (ev.cost["p_holm"] >= ev.cost["p"]).all() and set(ev.cost["mark"]) == {claims.FOR}
 
 
+def test_the_cost_claim_without_colt_has_no_minutes(tmp_path):
+    rows = {k: v for k, v in ROWS.items() if k != "colt"}
+    ev, _ = judged(study(tmp_path, GAIN, rows=rows))
+    assert len(ev.cost) and (ev.cost["pairs"] == 0).all()
+    # no pair, no mean: not "0.00 minutes" beside cells that took an hour
+    assert ev.cost["one_shot_min"].isna().all() and ev.cost["colt_min"].isna().all()
+
+
 def test_the_ledger_counts_each_rows_epochs(tmp_path):
     data = study(tmp_path, GAIN, rows={**ROWS, **EPSD})
     book = ledger.ledger(data.merged, "synthetic", data.phases)
