@@ -111,6 +111,11 @@ def _tests(ev: claims.Evaluation) -> list:
         Table(table.set_index("dataset"))]
 
 
+def _percent(share: float) -> str:
+    text = fmt_number(100 * share, ".0f")
+    return text if text == "—" else f"{text} %"
+
+
 def _cost(ev: claims.Evaluation) -> list:
     if ev.cost.empty:
         return []
@@ -118,7 +123,7 @@ def _cost(ev: claims.Evaluation) -> list:
         "dataset": r["dataset"], "sparsity": f"{r['sparsity']:g}", "pairs": r["pairs"],
         f"{claims.ONE_SHOT_ROW} min": fmt_number(r["one_shot_min"], ".2f"),
         "colt min": fmt_number(r["colt_min"], ".2f"),
-        "colt evaluation share": fmt_number(100 * r["colt_eval_share"], ".0f") + " %",
+        "colt evaluation share": _percent(r["colt_eval_share"]),
         "colt / one-shot (training)": fmt_number(r["ratio"], ".1f"),
         "95% CI": fmt_interval(r["ci_low"], r["ci_high"], ".1f"),
         "p (Holm)": fmt_number(r["p_holm"], ".3g"),

@@ -276,6 +276,10 @@ def test_the_cost_claim_without_colt_has_no_minutes(tmp_path):
     assert len(ev.cost) and (ev.cost["pairs"] == 0).all()
     # no pair, no mean: not "0.00 minutes" beside cells that took an hour
     assert ev.cost["one_shot_min"].isna().all() and ev.cost["colt_min"].isna().all()
+    from bench.report.claims_section import _cost
+
+    _, table = _cost(ev)
+    assert set(table.frame.iloc[0][["tg-oneshot-kd min", "colt evaluation share"]]) == {"—"}
 
 
 def test_the_ledger_counts_each_rows_epochs(tmp_path):
