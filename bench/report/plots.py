@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from bench.report.phase_times import phase_group
 from bench.store import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -219,7 +220,7 @@ def cd_diagram(ranks: "pd.Series", nemenyi: "pd.DataFrame", cd: float,
     return fig
 
 
-MAX_CURVE_PANELS = 8  # COLT and EGP record a phase per round; the first eight tell convergence
+MAX_ROUND_PHASES = 4  # COLT and EGP record phases per round (tens): the first few show their shape
 MAX_CURVE_LEVELS = 3  # a per-sparsity phase is drawn at most at three of the grid's sparsities
 
 
@@ -255,7 +256,9 @@ def training_curves(curves: "pd.DataFrame", dataset: str, shared: Sequence[str] 
     method row (mean over seeds). A `shared` phase (cached and reused by every sparsity: the
     dense network, the teacher, the teacher-guided student, a shared round) gets one panel,
     each row drawn at its highest sparsity that has it, with rows whose curves coincide merged
-    into one labelled line; every other phase gets a panel per sparsity (see _curve_levels). Where
+    into one labelled line; every other phase gets a panel per sparsity (see _curve_levels).
+    Every phase that is not a round is drawn, but only the first MAX_ROUND_PHASES phases of
+    iterative methods' rounds (a COLT row's tens cannot push the other rows out). Where
     `window` is given, the epochs the convergence gate compares are shaded on every `judged`
     phase: the last `window` (darker) and the `window` before."""
     import seaborn as sns  # deferred: see the module's docstring
@@ -263,7 +266,9 @@ def training_curves(curves: "pd.DataFrame", dataset: str, shared: Sequence[str] 
     df = curves[curves["dataset"] == dataset] if curves is not None and len(curves) else None
     if df is None or not len(df):
         return None
-    phases = list(dict.fromkeys(df["phase"]))[:MAX_CURVE_PANELS]
+    named = list(dict.fromkeys(df["phase"]))
+    rounds = [p for p in named if phase_group(p) != p]  # round3, round3-a, ...
+    phases = [p for p in named if phase_group(p) == p] + rounds[:MAX_ROUND_PHASES]
     once = [p for p in phases if p in shared]
     per_level = [p for p in phases if p not in shared]
     levels = _curve_levels(df.loc[df["phase"].isin(per_level), "sparsity"])

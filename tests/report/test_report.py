@@ -358,6 +358,21 @@ def test_training_curves_merge_rows_that_share_a_curve():
     assert not panels["finetune (sparsity 90 %)"].patches  # no window given, nothing shaded
 
 
+def test_training_curves_rounds_do_not_push_other_phases_out():
+    import pandas as pd
+
+    from bench.report import plots
+
+    rows = [{"row": "colt", "dataset": "d", "sparsity": 0.9, "seed": 0, "phase": f"round{r}-{h}",
+             "epoch": e, "val_acc": 50.0 + e} for r in range(1, 13) for h in "ab" for e in (1, 2)]
+    rows += [{"row": "magnitude", "dataset": "d", "sparsity": 0.9, "seed": 0, "phase": phase,
+              "epoch": e, "val_acc": 60.0 + e} for phase in ("dense", "finetune") for e in (1, 2)]
+    shared = {f"round{r}-{h}" for r in range(1, 13) for h in "ab"} | {"dense"}
+    fig = plots.training_curves(pd.DataFrame(rows), "d", shared=shared)
+    titles = {ax.get_title().split(" (")[0] for ax in fig.axes if ax.get_visible()}
+    assert titles == {"dense", "finetune", "round1-a", "round1-b", "round2-a", "round2-b"}
+
+
 def test_training_curve_levels_keep_lowest_middle_highest():
     from bench.report.plots import _curve_levels
 
