@@ -254,7 +254,8 @@ def training_curves(curves: "pd.DataFrame", dataset: str, shared: Sequence[str] 
                     judged: "Callable[[str], bool]" = lambda phase: True) -> "Figure | None":
     """Validation accuracy (%) per epoch of each training phase of `dataset`, one line per
     method row (mean over seeds). A `shared` phase (cached and reused by every sparsity: the
-    dense network, the teacher, the teacher-guided student, a shared round) gets one panel,
+    dense network, the teacher, the teacher-guided student, a shared round; named as the
+    report's phases frame names them, rounds folded by phase_group) gets one panel,
     each row drawn at its highest sparsity that has it, with rows whose curves coincide merged
     into one labelled line; every other phase gets a panel per sparsity (see _curve_levels).
     Every phase that is not a round is drawn, but only the first MAX_ROUND_PHASES phases of
@@ -269,8 +270,8 @@ def training_curves(curves: "pd.DataFrame", dataset: str, shared: Sequence[str] 
     named = list(dict.fromkeys(df["phase"]))
     rounds = [p for p in named if phase_group(p) != p]  # round3, round3-a, ...
     phases = [p for p in named if phase_group(p) == p] + rounds[:MAX_ROUND_PHASES]
-    once = [p for p in phases if p in shared]
-    per_level = [p for p in phases if p not in shared]
+    once = [p for p in phases if phase_group(p) in shared]
+    per_level = [p for p in phases if phase_group(p) not in shared]
     levels = _curve_levels(df.loc[df["phase"].isin(per_level), "sparsity"])
     cols = max(len(levels) if per_level else 1, min(4, len(once)), 1)
     slots: list[tuple[str, float | None] | None] = [(p, None) for p in once]
