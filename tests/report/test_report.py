@@ -483,3 +483,16 @@ def test_the_paper_numbers_are_found_where_the_repository_keeps_them():
     frame, note = load_reported(None, REPORTED_CSV.parent)
     assert frame is not None and len(frame)
     assert note == "Paper numbers from results/paper/reported.csv"
+
+
+def test_report_only_flags_are_the_report_options_bench_run_lacks():
+    """The missing-cells hint drops exactly these; an option added to the report alone must
+    join the list, or the hint hands bench.run a flag it rejects."""
+    from bench import run
+    from bench.report import command
+    from bench.report.sections import REPORT_ONLY_FLAGS
+
+    def longs(parser):
+        return {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
+
+    assert set(REPORT_ONLY_FLAGS) == longs(command.build_parser()) - longs(run.build_parser())
