@@ -64,3 +64,9 @@ def thresholds_from(values: Mapping[str, Any] | None, source: str = "gates") -> 
                              f"{'an integer >= 1' if whole else 'a number >= 0'}")
     return Thresholds(**{k: (int(v) if k == "plateau_window" else float(v))
                          for k, v in values.items()})
+
+
+def grid_thresholds(grid: Any) -> Thresholds:
+    """The thresholds a grid declared (defaults where it declared none): what every report
+    section that applies a gate reads, so they cannot disagree."""
+    return thresholds_from(getattr(grid, "gates", None), f"grid {grid.name}")

@@ -8,7 +8,7 @@ from bench import claims, stats
 from bench.report.gates import GATES
 from bench.report.sections import fmt_interval, fmt_number
 from bench.report.writer import Bullets, Paragraph, Section, Table, section
-from bench.plan.thresholds import THRESHOLD_REASONS, thresholds_from
+from bench.plan.thresholds import THRESHOLD_REASONS, grid_thresholds
 
 TITLE = "The paper's claims"
 
@@ -17,7 +17,7 @@ def claims_section(data) -> Section:
     if not len(data.merged):
         return section(TITLE, Paragraph("No cells."))
     declared = dict(getattr(data.grid, "gates", {}) or {})
-    th = thresholds_from(declared, f"grid {data.grid.name}")
+    th = grid_thresholds(data.grid)
     ev = claims.evaluate(data.merged, data.datasets, th, data.curves, data.phases)
     blocks: list = [Paragraph(
         "A claim is judged only where its validity gates pass: the teacher leads the dense CE "

@@ -10,7 +10,7 @@ import shlex
 
 import pandas as pd
 
-from bench.plan.thresholds import thresholds_from
+from bench.plan.thresholds import grid_thresholds
 from bench.report import plots, stats
 from bench.report.data import MATCH_TOLERANCE_PP, ReportData, first_line, mixed_precisions
 from bench.report.derived import colt_ratio, match_reported, temperature_tables, wallclock_table
@@ -99,7 +99,7 @@ def accuracy(data: ReportData, dataset: str) -> Section:
     else:
         blocks.append(Image(f"radar_{safe_name(dataset)}.png", f"{dataset}: radar", fig,
                             f"radar_{dataset}"))
-    th = thresholds_from(getattr(data.grid, "gates", None), f"grid {data.grid.name}")
+    th = grid_thresholds(data.grid)
     phases = data.phases[data.phases["dataset"] == dataset]
     fig = plots.training_curves(data.curves, dataset,
                                 shared=set(phases.loc[phases["shared"], "phase"]),
