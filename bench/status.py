@@ -13,6 +13,9 @@ Per cell, one of:
     failed   a failed record (first line of the error), or its Slurm job ended without a record
              (cancelled, out of memory, node failure, ...: sacct's state)
     missing  never run nor submitted (or Slurm no longer knows the job)
+Under the cells, an estimate of the compute left: each unfinished cell that is not running at the
+median own time (`cost.seconds_cell`, shared phases excluded) of the finished cells with its
+settings but another seed or sparsity.
 States come from the results store, `<results>/submissions.json` (cell id -> Slurm job id,
 written by `bench.run --executor slurm`), squeue (jobs still queued or running) and sacct
 (finished jobs). Without Slurm on PATH only the store is read.
@@ -20,7 +23,9 @@ written by `bench.run --executor slurm`), squeue (jobs still queued or running) 
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+import json
+import statistics
+from typing import Any, Mapping, Sequence
 
 from bench.cli import OneLineParser, run_command
 from bench.cli.arguments import add_common, select_cells
@@ -44,9 +49,48 @@ def _main(args: argparse.Namespace) -> int:
     notes: list[str] = []
     states = collect(cells, store, notes)
     print(format_states(grid.name, cells, states, store))
+    own = {}
+    for c in cells:
+        if states[c.id].state == "done":
+            seconds = ((store.read(c.id) or {}).get("cost") or {}).get("seconds_cell")
+            if isinstance(seconds, (int, float)):
+                own[c.id] = float(seconds)
+    estimate = compute_left(cells, {k: v.state for k, v in states.items()}, own)
+    if estimate:
+        print(estimate)
     for note in notes:
         print(f"note: {note}")
     return 0
+
+
+def _like(cell: Any) -> str:
+    """Cells that cost about the same: equal settings but seed and sparsity (which change what
+    is learnt, not how long an epoch takes)."""
+    settings = {k: v for k, v in cell.canonical().items() if k not in ("seed", "sparsity")}
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
+def compute_left(cells: Sequence[Any], states: Mapping[str, str],
+                 own_seconds: Mapping[str, float]) -> str:
+    """One line estimating the compute the unfinished cells need ("" when nothing is left or
+    nothing finished to estimate from): each not-running, not-done cell at the median own time
+    of its finished like-cells. Shared phases a cell may still compute are not in it."""
+    finished: dict[str, list[float]] = {}
+    for c in cells:
+        if c.id in own_seconds:
+            finished.setdefault(_like(c), []).append(own_seconds[c.id])
+    todo = [c for c in cells if states[c.id] not in ("done", "running")]
+    if not todo or not finished:
+        return ""
+    known = [statistics.median(finished[_like(c)]) for c in todo if _like(c) in finished]
+    total = sum(known)
+    amount = f"{total / 3600:.1f} h" if total >= 3600 else f"{total / 60:.0f} min"
+    line = (f"left: ≈ {amount} of compute for {len(known)} cell(s) not running, one at a time "
+            f"(each at the median own time of its finished like-cells: same settings but seed "
+            f"or sparsity; shared phases not yet cached come on top)")
+    if len(known) < len(todo):
+        line += f"; {len(todo) - len(known)} more with no finished like-cell"
+    return line
 
 
 if __name__ == "__main__":
