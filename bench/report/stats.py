@@ -59,6 +59,9 @@ def seeds_needed(effect_size: float = 1.0, power: float = 0.8, alpha: float = AL
     return max(MIN_PAIRS, math.ceil(float(n)))
 
 
+NO_SPREAD = 1e-9  # accuracy points: far below any test split's resolution (1e-4 at 1e6 images)
+
+
 @dataclass(frozen=True)
 class Paired:
     """One method against the reference at one setting, over the seeds both have."""
@@ -82,9 +85,13 @@ def paired(method: Mapping[int, float], reference: Mapping[int, float]) -> Paire
     lo, hi = t_interval(diffs)
     if n < MIN_PAIRS:
         return Paired(n, seeds, mean, lo, hi, "", math.nan)
-    if max(diffs) == min(diffs):  # no spread: scipy's statistics are undefined
-        return Paired(n, seeds, mean, lo, hi, "paired t" if n < WILCOXON_FROM else "Wilcoxon",
-                      1.0 if mean == 0 else 0.0)
+    # No spread: scipy's statistics are undefined. Accuracies are multiples of 100 / (test
+    # images) points, so equal differences can differ in the last bits only; below NO_SPREAD
+    # that is rounding, on which scipy warns of cancellation and returns a meaningless p.
+    if max(diffs) - min(diffs) <= NO_SPREAD:
+        zero = abs(mean) <= NO_SPREAD
+        return Paired(n, seeds, 0.0 if zero else mean, lo, hi,
+                      "paired t" if n < WILCOXON_FROM else "Wilcoxon", 1.0 if zero else 0.0)
     if n < WILCOXON_FROM:
         p = float(stats.ttest_rel(
             [method[s] for s in seeds], [reference[s] for s in seeds]).pvalue)

@@ -56,6 +56,21 @@ def test_missing_seeds_are_paired_only_over_the_seeds_both_have():
     assert c["test"].tolist() == [""] and math.isnan(c["p"].iloc[0])
 
 
+def test_differences_equal_but_for_rounding_have_no_spread():
+    import warnings
+
+    # 77.30 - 76.57 and 54.46 - 53.73 are both 0.73 points, apart in the last bits only
+    method = {0: 77.30, 1: 76.61, 2: 54.46}
+    shifted = {s: v - 0.73 for s, v in method.items()}
+    assert len({method[s] - shifted[s] for s in method}) > 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pr = stats.paired(method, shifted)
+        same = stats.paired({0: 0.1 + 0.2, 1: 0.7, 2: 0.3}, {0: 0.3, 1: 0.7, 2: 0.1 + 0.2})
+    assert (pr.test, pr.p, pr.mean_diff) == ("paired t", 0.0, pytest.approx(0.73))
+    assert (same.p, same.mean_diff) == (1.0, 0.0)
+
+
 def test_wilcoxon_from_ten_pairs():
     rng = random.Random(1)
     a = {s: 90 + rng.gauss(0, 1) for s in range(12)}
