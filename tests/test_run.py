@@ -108,14 +108,21 @@ def test_filters_select_grid_variants(tmp_path):
 
 @pytest.mark.e2e
 def test_the_default_quick_grid_end_to_end(tmp_path):
-    """The README's main job: no arguments, real digits data, every quick-grid method."""
-    res = run_cli("bench.run", "--results", tmp_path, "--no-progress")
+    """The README's main job: no arguments, real digits data, every quick-grid method. Its
+    cells at a third of the quick budgets (the whole grid was 40 % of the suite's time; a full
+    run's numbers are results/quick-3seed), the default selection itself by a dry run."""
+    default = run_cli("bench.run", "--dry-run")
+    assert default.returncode == 0, default.stderr
+    assert "grid quick: 12 cells" in default.stdout and default.stdout.count(" digits ") == 12
+    res = run_cli("bench.run", "--results", tmp_path, "--no-progress", "--set", "teacher_epochs=5",
+                  "--set", "dense_epochs=5", "--set", "sparse_epochs=4")
     assert res.returncode == 0, res.stderr
+    assert "12 ran, 0 already done, 0 failed" in res.stdout
     records, _ = ResultStore(tmp_path).load_all()
     assert len(records) == 12 and all(r["status"] == "ok" for r in records)
     acc = {(r["label"], r["config"].get("sparsity", 0.9)): r["accuracy"]["test"] for r in records}
-    assert acc[("magnitude", 0.5)] > 0.9  # real data, learnt
-    assert acc[("tg-oneshot-ft", 0.98)] > acc[("random", 0.98)]
+    assert acc[("magnitude", 0.5)] > 0.9  # real data, learnt (96.9 % when measured)
+    assert acc[("tg-oneshot-ft", 0.98)] > acc[("random", 0.98)] + 0.2  # 66.9 against 9.5
 
 
 def test_methods_take_several_options_each():
