@@ -13,9 +13,9 @@ Per cell, one of:
     failed   a failed record (first line of the error), or its Slurm job ended without a record
              (cancelled, out of memory, node failure, ...: sacct's state)
     missing  never run nor submitted (or Slurm no longer knows the job)
-Under the cells, an estimate of the compute left: each unfinished cell that is not running at the
-median own time (`cost.seconds_cell`, shared phases excluded) of the finished cells with its
-settings but another seed or sparsity.
+Under the cells, an estimate of the compute left: every cell except the done and running ones, and
+every shared phase they need that is not cached yet, priced by the cost model's work at the speed
+the finished cells of the same model and dataset reached.
 States come from the results store, `<results>/submissions.json` (cell id -> Slurm job id,
 written by `bench.run --executor slurm`), squeue (jobs still queued or running) and sacct
 (finished jobs). Without Slurm on PATH only the store is read.
@@ -23,14 +23,12 @@ written by `bench.run --executor slurm`), squeue (jobs still queued or running) 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 from typing import Any, Mapping, Sequence
 
 from bench.cli import OneLineParser, run_command
 from bench.cli.arguments import add_common, select_cells
 from bench.slurm.states import collect, format_states
-from bench.store import ResultStore
+from bench.store import CorruptRecord, ResultStore
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,47 +47,79 @@ def _main(args: argparse.Namespace) -> int:
     notes: list[str] = []
     states = collect(cells, store, notes)
     print(format_states(grid.name, cells, states, store))
-    own = {}
-    for c in cells:
-        if states[c.id].state == "done":
-            seconds = ((store.read(c.id) or {}).get("cost") or {}).get("seconds_cell")
-            if isinstance(seconds, (int, float)):
-                own[c.id] = float(seconds)
-    estimate = compute_left(cells, {k: v.state for k, v in states.items()}, own)
-    if estimate:
-        print(estimate)
+    print(estimate_line(cells, states, store) or "", end="")
     for note in notes:
         print(f"note: {note}")
     return 0
 
 
-def _like(cell: Any) -> str:
-    """Cells that cost about the same: equal settings but seed and sparsity (which change what
-    is learnt, not how long an epoch takes)."""
-    settings = {k: v for k, v in cell.canonical().items() if k not in ("seed", "sparsity")}
-    return json.dumps(settings, sort_keys=True, default=str)
+def estimate_line(cells: Sequence[Any], states: Mapping[str, Any], store: ResultStore) -> str:
+    """The `left:` line (with its newline) for the selection, or "" (see compute_left)."""
+    from bench.plan.estimate import cell_phases
+    from bench.slurm.plan import make_plan
+    from bench.store.cache import PhaseCache
+
+    state = {k: v.state for k, v in states.items()}
+    own: dict[str, float] = {}
+    for c in cells:
+        if state[c.id] != "done":
+            continue
+        try:
+            seconds = ((store.read(c.id) or {}).get("cost") or {}).get("seconds_cell")
+        except CorruptRecord:  # damaged since `collect` read it: its state says so next time
+            continue
+        if isinstance(seconds, (int, float)) and seconds > 0:
+            own[c.id] = float(seconds)
+    phases = {c.id: cell_phases(c) for c in cells}
+    matched = {p.key[1] for ps in phases.values() for p in ps if p.key and p.key[0] == "cell"}
+    done = {c.id for c in cells if state[c.id] == "done"} | {
+        i for i in matched if store.is_done(i)}  # a matched cell may be outside the selection
+    # a cell's own phases, and a matched cell's (random:match=...) only while that one is not done
+    work = {c.id: sum(p.work for p in phases[c.id] if p.key is None or (
+        p.key[0] == "cell" and p.key[1] not in done)) for c in cells}
+    todo = [c for c in cells if state[c.id] not in ("done", "running")]
+    pending = make_plan(todo, PhaseCache(store.cache_dir).plan_keys().__contains__).phases
+    line = compute_left(cells, state, own, work, [(job.cell, job.work) for job in pending])
+    return line + "\n" if line else ""
 
 
 def compute_left(cells: Sequence[Any], states: Mapping[str, str],
-                 own_seconds: Mapping[str, float]) -> str:
-    """One line estimating the compute the unfinished cells need ("" when nothing is left or
-    nothing finished to estimate from): each not-running, not-done cell at the median own time
-    of its finished like-cells. Shared phases a cell may still compute are not in it."""
-    finished: dict[str, list[float]] = {}
+                 own_seconds: Mapping[str, float], work: Mapping[str, float],
+                 shared: Sequence[tuple[Any, float]] = ()) -> str:
+    """One line estimating the compute still needed ("" when no cell is left or none has
+    finished): every cell neither done nor running, and every shared phase not yet cached
+    (`shared`: the cell that would compute it and its work), priced by the cost model's work
+    (bench/plan/estimate.py) at the seconds per unit of work that the finished cells of the
+    same model and dataset took, their own seconds (`cost.seconds_cell`) over their own work.
+    A cell's running time is in its own line already."""
+    def kind(cell: Any) -> tuple[str, str]:
+        return (cell.model, cell.dataset)
+
+    spent: dict[tuple, list[float]] = {}
     for c in cells:
-        if c.id in own_seconds:
-            finished.setdefault(_like(c), []).append(own_seconds[c.id])
+        if c.id in own_seconds and work.get(c.id, 0) > 0:
+            totals = spent.setdefault(kind(c), [0.0, 0.0])
+            totals[0] += own_seconds[c.id]
+            totals[1] += work[c.id]
     todo = [c for c in cells if states[c.id] not in ("done", "running")]
-    if not todo or not finished:
+    if not todo or not own_seconds:
         return ""
-    known = [statistics.median(finished[_like(c)]) for c in todo if _like(c) in finished]
-    total = sum(known)
-    amount = f"{total / 3600:.1f} h" if total >= 3600 else f"{total / 60:.0f} min"
-    line = (f"left: ≈ {amount} of compute for {len(known)} cell(s) not running, one at a time "
-            f"(each at the median own time of its finished like-cells: same settings but seed "
-            f"or sparsity; shared phases not yet cached come on top)")
-    if len(known) < len(todo):
-        line += f"; {len(todo) - len(known)} more with no finished like-cell"
+    rate = {k: seconds / units for k, (seconds, units) in spent.items()}
+    jobs = [(c, work.get(c.id, 0.0)) for c in todo] + list(shared)
+    priced = [units * rate[kind(c)] for c, units in jobs if kind(c) in rate]
+    unpriced = len(jobs) - len(priced)
+    head = f"left: {len(todo)} cell(s) not running"
+    if shared:
+        head += f" and {len(shared)} shared phase(s) not yet cached"
+    if not priced:
+        return (head + ": none of a model and dataset with a finished cell to price them by")
+    total = sum(priced)
+    amount = (f"{total / 3600:.1f} h" if total >= 3600 else
+              f"{total / 60:.0f} min" if total >= 60 else "< 1 min")
+    line = (f"{head}: ≈ {amount} of compute one job at a time (the cost model's work at the "
+            f"speed the finished cells of the same model and dataset reached)")
+    if unpriced:
+        line += f"; {unpriced} of them of a model and dataset with no finished cell, not priced"
     return line
 
 

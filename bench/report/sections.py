@@ -262,8 +262,9 @@ def off_target(data: ReportData) -> Section:
         Table(pd.DataFrame(rows).set_index("cell")))
 
 
-# The report parser's options bench.run lacks (command.py imports this module, so it cannot be
-# derived here); tests/report/test_report.py keeps the two in step.
+# The report parser's options bench.run lacks, listed rather than derived to keep this module
+# free of an import of command.py (which imports it); tests/report/test_report.py keeps the two
+# in step.
 REPORT_ONLY_FLAGS = ("--out", "--reported", "--against", "--records", "--layer-sparsity")
 
 

@@ -59,7 +59,9 @@ def seeds_needed(effect_size: float = 1.0, power: float = 0.8, alpha: float = AL
     return max(MIN_PAIRS, math.ceil(float(n)))
 
 
-NO_SPREAD = 1e-9  # accuracy points: far below any test split's resolution (1e-4 at 1e6 images)
+# In the differences' units (accuracy points; log time ratios in claims.cost_tests): far below
+# any test split's resolution (1e-4 points at 1e6 images).
+NO_SPREAD = 1e-9
 
 
 @dataclass(frozen=True)
@@ -85,13 +87,17 @@ def paired(method: Mapping[int, float], reference: Mapping[int, float]) -> Paire
     lo, hi = t_interval(diffs)
     if n < MIN_PAIRS:
         return Paired(n, seeds, mean, lo, hi, "", math.nan)
-    # No spread: scipy's statistics are undefined. Accuracies are multiples of 100 / (test
-    # images) points, so equal differences can differ in the last bits only; below NO_SPREAD
-    # that is rounding, on which scipy warns of cancellation and returns a meaningless p.
+    # No spread: the t statistic is undefined, and so is Wilcoxon's when every difference is 0.
+    # Accuracies are multiples of 100 / (test images) points, so equal differences can differ
+    # in the last bits only; below NO_SPREAD that is rounding, on which scipy warns of
+    # cancellation and returns a p made of it. (Wilcoxon's p for n differences of one sign,
+    # 2^(1-n), is exact whatever their spread: scipy computes it below.)
     if max(diffs) - min(diffs) <= NO_SPREAD:
-        zero = abs(mean) <= NO_SPREAD
-        return Paired(n, seeds, 0.0 if zero else mean, lo, hi,
-                      "paired t" if n < WILCOXON_FROM else "Wilcoxon", 1.0 if zero else 0.0)
+        if abs(mean) <= NO_SPREAD:
+            return Paired(n, seeds, 0.0, lo, hi,
+                          "paired t" if n < WILCOXON_FROM else "Wilcoxon", 1.0)
+        if n < WILCOXON_FROM:
+            return Paired(n, seeds, mean, lo, hi, "paired t", 0.0)
     if n < WILCOXON_FROM:
         p = float(stats.ttest_rel(
             [method[s] for s in seeds], [reference[s] for s in seeds]).pvalue)

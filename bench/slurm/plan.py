@@ -74,9 +74,12 @@ def _chain(phases: list[PhaseCost], share: bool) -> list[tuple[tuple, list[Phase
     """A cell's shared phases in the order it runs them, a trajectory's rounds folded into one
     node: [(node key, [phases])]."""
     out: list[tuple[tuple, list[PhaseCost]]] = []
+    seen: set[tuple] = set()
     for phase in phases:
-        if _own(phase, share):
+        # a matched cell's shared phases are the cell's own too (random:match=... lists both)
+        if _own(phase, share) or phase.key in seen:
             continue
+        seen.add(phase.key)
         node = ("trajectory", phase.prefix) if phase.prefix else phase.key
         if out and out[-1][0] == node:
             out[-1][1].append(phase)

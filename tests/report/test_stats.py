@@ -66,9 +66,14 @@ def test_differences_equal_but_for_rounding_have_no_spread():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pr = stats.paired(method, shifted)
-        same = stats.paired({0: 0.1 + 0.2, 1: 0.7, 2: 0.3}, {0: 0.3, 1: 0.7, 2: 0.1 + 0.2})
+        # differences 5.6e-17, 5.6e-17, 0: a mean of 3.7e-17, which is no difference
+        same = stats.paired({0: 0.1 + 0.2, 1: 0.1 + 0.2, 2: 0.7}, {0: 0.3, 1: 0.3, 2: 0.7})
+        ten = stats.paired({s: 77.30 if s % 2 else 54.46 for s in range(10)},
+                           {s: (77.30 if s % 2 else 54.46) - 0.73 for s in range(10)})
     assert (pr.test, pr.p, pr.mean_diff) == ("paired t", 0.0, pytest.approx(0.73))
     assert (same.p, same.mean_diff) == (1.0, 0.0)
+    # from ten pairs the signed-rank test, whose p for ten differences of one sign is 2^-9
+    assert (ten.test, ten.p) == ("Wilcoxon", pytest.approx(2 ** -9))
 
 
 def test_wilcoxon_from_ten_pairs():

@@ -70,6 +70,16 @@ def test_a_cell_that_copies_another_mask_owns_no_job_and_waits_for_both():
     assert sorted(by_id[a] for a in dict(plan.cells)[matched]) == ["dense", "student", "teacher"]
 
 
+def test_a_shared_phase_a_matched_cell_lists_twice_is_one_phase_of_its_work():
+    """random:match=magnitude declares the magnitude cell's dense network and its own, the
+    same one: alone in a plan it owns one dense job with one dense network's work."""
+    matched = RunConfig(method="random", sparsity=0.5, options=(("match", "magnitude"),), **BASE)
+    dense = next(p for p in cell_phases(RunConfig(method="magnitude", sparsity=0.5, **BASE))
+                 if p.name == "dense")
+    (job,) = make_plan([matched], lambda key: False).phases
+    assert (job.name, job.work) == ("dense", dense.work)
+
+
 def test_cached_phases_need_no_job_and_no_share_has_no_trajectories():
     cells = _cells()
     keys = {p.key for c in cells for p in cell_phases(c) if p.key is not None}
