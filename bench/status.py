@@ -47,7 +47,7 @@ def _main(args: argparse.Namespace) -> int:
     notes: list[str] = []
     states = collect(cells, store, notes)
     print(format_states(grid.name, cells, states, store))
-    print(estimate_line(cells, states, store) or "", end="")
+    print(estimate_line(cells, states, store), end="")
     for note in notes:
         print(f"note: {note}")
     return 0
