@@ -55,7 +55,6 @@ def _main(args: argparse.Namespace) -> int:
 
 def estimate_line(cells: Sequence[Any], states: Mapping[str, Any], store: ResultStore) -> str:
     """The `left:` line (with its newline) for the selection, or "" (see compute_left)."""
-    from bench.plan.estimate import cell_phases
     from bench.slurm.plan import make_plan
     from bench.store.cache import PhaseCache
 
@@ -70,15 +69,15 @@ def estimate_line(cells: Sequence[Any], states: Mapping[str, Any], store: Result
             continue
         if isinstance(seconds, (int, float)) and seconds > 0:
             own[c.id] = float(seconds)
-    phases = {c.id: cell_phases(c) for c in cells}
-    matched = {p.key[1] for ps in phases.values() for p in ps if p.key and p.key[0] == "cell"}
-    done = {c.id for c in cells if state[c.id] == "done"} | {
-        i for i in matched if store.is_done(i)}  # a matched cell may be outside the selection
-    # a cell's own phases, and a matched cell's (random:match=...) only while that one is not done
-    work = {c.id: sum(p.work for p in phases[c.id] if p.key is None or (
-        p.key[0] == "cell" and p.key[1] not in done)) for c in cells}
+    done = {c.id for c in cells if state[c.id] == "done"}
+
+    def is_done(cell_id: str) -> bool:  # a matched cell may be outside the selection
+        return cell_id in done or store.is_done(cell_id)
+
+    work = make_plan(cells, lambda key: True, is_done=is_done).cell_work
     todo = [c for c in cells if state[c.id] not in ("done", "running")]
-    pending = make_plan(todo, PhaseCache(store.cache_dir).plan_keys().__contains__).phases
+    pending = make_plan(todo, PhaseCache(store.cache_dir).plan_keys().__contains__,
+                        is_done=is_done).phases
     line = compute_left(cells, state, own, work, [(job.cell, job.work) for job in pending])
     return line + "\n" if line else ""
 

@@ -99,9 +99,11 @@ def _without_match(cell: RunConfig) -> RunConfig:
 
 
 def make_plan(cells: Sequence[RunConfig], is_cached: Callable[[tuple], bool],
-              share: bool = True) -> Plan:
+              share: bool = True, is_done: Callable[[str], bool] = lambda cell_id: False) -> Plan:
     """`is_cached(key)`: whether the cache holds the phase with that estimate key
-    (bench.plan.estimate.shared). A trajectory counts as cached when its deepest round is."""
+    (bench.plan.estimate.shared). A trajectory counts as cached when its deepest round is.
+    `is_done(cell id)`: whether a matched cell (random:match=...) has its record already, so
+    the cell that copies its mask does not run it: its work is then not the cell's own."""
     phases_of = {c.id: cell_phases(c) for c in cells}
     chains = {c.id: _chain(phases_of[c.id], share) for c in cells}
     # A trajectory node is computed by its deepest cell: the one with the most shared rounds.
@@ -137,6 +139,6 @@ def make_plan(cells: Sequence[RunConfig], is_cached: Callable[[tuple], bool],
             before = [jobs[node].id]
         needs[cell.id] = tuple(dict.fromkeys(needed))
     cell_after = [(cell, needs[cell.id]) for cell in cells]
-    cell_work = {cell.id: sum(p.work for p in phases_of[cell.id] if _own(p, share))
-                 for cell in cells}
+    cell_work = {cell.id: sum(p.work for p in phases_of[cell.id] if _own(p, share) and not (
+        p.key and p.key[0] == "cell" and is_done(p.key[1]))) for cell in cells}
     return Plan(order, cell_after, cell_work)
