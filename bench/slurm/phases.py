@@ -48,8 +48,10 @@ class PhaseJobRunner(Checkpointable):
 
 
 def plan_for(cells, store: ResultStore, options: RunOptions) -> Plan:
+    """The plan of the cells left: phases the cache lacks, and a matched cell's work only while
+    the cell it copies has no record (once it has, only the mask is copied)."""
     cached = PhaseCache(store.cache_dir).plan_keys()
-    return make_plan(cells, cached.__contains__, share=options.share)
+    return make_plan(cells, cached.__contains__, share=options.share, is_done=store.is_done)
 
 
 def submit_plan(plan: Plan, store: ResultStore, options: RunOptions, profile, *,

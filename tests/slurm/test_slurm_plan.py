@@ -80,6 +80,22 @@ def test_a_shared_phase_a_matched_cell_lists_twice_is_one_phase_of_its_work():
     assert (job.name, job.work) == ("dense", dense.work)
 
 
+def test_the_dry_run_prices_a_matched_cell_alone_once_the_cell_it_copies_is_done(tmp_path):
+    """`--executor slurm --dry-run` (plan_for): random:match=magnitude copies the mask of a
+    magnitude cell that has a record, so its own GPU-hours are its fine-tuning alone."""
+    from bench.slurm.phases import plan_for
+
+    magnitude = RunConfig(method="magnitude", sparsity=0.5, **BASE)
+    matched = RunConfig(method="random", sparsity=0.5, options=(("match", "magnitude"),), **BASE)
+    store = ResultStore(tmp_path)
+    before = plan_for([matched], store, RunOptions()).cell_work[matched.id]
+    store.write({"id": magnitude.id, "label": "magnitude", "status": "ok",
+                 "config": magnitude.to_dict(), "accuracy": {"test": 0.5}})
+    after = plan_for([matched], store, RunOptions()).cell_work[matched.id]
+    finetune = [p.work for p in cell_phases(matched) if p.key is None]
+    assert finetune and after == pytest.approx(sum(finetune)) and before > after
+
+
 def test_cached_phases_need_no_job_and_no_share_has_no_trajectories():
     cells = _cells()
     keys = {p.key for c in cells for p in cell_phases(c) if p.key is not None}
