@@ -1,5 +1,5 @@
 """Where a record comes from and what it cost the host: the process's peak memory and the
-provenance every record carries (git commit, torch, device, host, Slurm job, plugins)."""
+provenance every record carries (git commit, torch, device, CPU, host, Slurm job, plugins)."""
 from __future__ import annotations
 
 import os
@@ -50,10 +50,26 @@ def _git_commit() -> str | None:
     return (commit + ("-dirty" if dirty else "")) or None
 
 
+@lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo); platform.processor() is often empty or just
+    the architecture there, which cannot tell two hosts apart."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(device: torch.device) -> dict[str, Any]:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        (platform.processor() or platform.machine())
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    # The vector instructions torch's CPU kernels use (AVX2, AVX512, ...): fp32 results agree
+    # only to rounding between them, so a study run on several hosts can say which ran what.
     return {"git_commit": _git_commit(), "torch": torch.__version__,
             "python": platform.python_version(), "device": str(device), "device_name": name,
+            "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "host": socket.gethostname(), "threads": torch.get_num_threads(),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "plugins": loaded_plugins()}

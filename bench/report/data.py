@@ -83,6 +83,9 @@ def load_report_data(grid, cells, store, reported_path: str | Path | None = None
     frame = pd.DataFrame([flatten_record(r) for r in records])
     if len(frame):  # top-level, resolved; records from before mixed precision ran at fp32
         frame["precision"] = [r.get("precision") or "fp32" for r in records]
+        # which hardware ran each cell: a study spread over hosts can show its numbers agree
+        for name in ("device_name", "cpu_capability"):
+            frame[name] = [(r.get("provenance") or {}).get(name) for r in records]
     merged = merge_status(expected_frame(cells), frame, {p.path.stem for p in problems})
     by_id = {c.id: c for c in cells}
     for name in BUDGET_FIELDS:  # what the claims' epoch ledger reads; records.csv keeps them

@@ -42,7 +42,7 @@ def merge_status(expected: pd.DataFrame, records: pd.DataFrame,
     cols = ["id", "status", "test_acc", "teacher_test_acc", "dense_test_acc", "test_top5",
             "test_ece", "test_nll", "sparsity_overall", "sparsity_prunable", "sparsity_over",
             "seconds", "seconds_cell", "seconds_shared", "empty_layers", "error", "precision",
-            *COST_COLUMNS]
+            "device_name", "cpu_capability", *COST_COLUMNS]
     if records.empty:
         records = pd.DataFrame(columns=cols)
     merged = expected.merge(records[[c for c in cols if c in records]], on="id", how="left")

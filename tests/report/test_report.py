@@ -312,6 +312,28 @@ def test_a_report_names_no_absolute_path_and_its_command_remakes_it(tmp_path):
     assert (out / "report.md").read_text() == first
 
 
+def test_records_csv_says_what_hardware_ran_each_cell(tmp_path):
+    """A study spread over hosts (seeds on an AVX512 machine, another seed on an AVX2 one)
+    shows in records.csv which cell ran where; records from before the field read empty."""
+    from bench.report.data import load_report_data
+
+    grid = make_grid()
+    store = fill_store(tmp_path / "store", grid)
+    hosts = {0: {"device_name": "Intel Xeon", "cpu_capability": "AVX512"},
+             1: {"device_name": "AMD EPYC", "cpu_capability": "AVX2"}}
+    ok = [r for r in store.load_all()[0] if r["status"] == "ok"]
+    old = ok[0]["id"]  # one record written before provenance named the CPU
+    for record in ok[1:]:
+        store.write({**record, "provenance": {"device": "cpu",
+                                              **hosts[record["config"]["seed"]]}})
+    merged = load_report_data(grid, grid.cells(), store).merged.set_index("id")
+    for record in ok[1:]:
+        seed = record["config"]["seed"]
+        assert merged.loc[record["id"], "cpu_capability"] == hosts[seed]["cpu_capability"]
+        assert merged.loc[record["id"], "device_name"] == hosts[seed]["device_name"]
+    assert len(ok) > 2 and pd.isna(merged.loc[old, "cpu_capability"])
+
+
 def test_training_curves_shared_phases_once_and_the_rest_per_sparsity(report, tmp_path):
     from bench.report import plots
     from bench.report.data import load_report_data
