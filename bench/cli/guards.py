@@ -2,7 +2,8 @@
 
 Everything here runs before a cell does: a bad `--results`, `--device` or model name is one line
 and exit 2 (via UsageError), also for `--dry-run`. During the run, SIGTERM (what `kill` and
-schedulers send) ends it like Ctrl-C, with one line and exit 143, and a full results file system
+schedulers send) ends it like Ctrl-C, with one line and exit 143 (and a second naming the
+folders where phases cut short keep their last finished epoch), and a full results file system
 ends it with one line naming the file (exit 1): finished records are whole, and a rerun after
 space is freed completes the grid.
 """
@@ -16,7 +17,7 @@ from typing import Callable, Iterable
 
 from bench.cli.arguments import check_device_name
 from bench.registry import UsageError
-from bench.store import StorageFull
+from bench.store import ResultStore, StorageFull
 
 EXIT_SIGTERM = 128 + signal.SIGTERM
 
@@ -74,7 +75,20 @@ def run_guarded(run: Callable[[Callable, argparse.Namespace], int],
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if code == 130 and getattr(args, "results", None) and getattr(args, "executor", "") != "slurm":
+        say_kept_work(args.results)
     return EXIT_SIGTERM if terminated and code == 130 else code
+
+
+def say_kept_work(results: str | Path) -> None:
+    """After a stop, where the phases cut short keep their last finished epoch: the next run on
+    this store resumes from there, and a store moved to another machine without these folders
+    (they are not records, so a committed study leaves them out) starts those phases afresh."""
+    kept = ResultStore(results).unfinished_work()
+    if kept:
+        print(f"kept: the last finished epoch of {len(kept)} unfinished phase(s), in "
+              f"{', '.join(str(p) for p in kept)}; a run on this store resumes them (take "
+              "these folders along to resume elsewhere)", file=sys.stderr)
 
 
 def check_data_fits(cells: Iterable, args: argparse.Namespace, device: str) -> None:

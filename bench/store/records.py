@@ -80,6 +80,12 @@ class ResultStore:
     def cache_dir(self) -> Path:
         return self.root / "cache"
 
+    def unfinished_work(self) -> list[Path]:
+        """Folders holding the epoch checkpoints of phases cut short: a cell's work folder, a
+        shared phase's scratch folder in the cache. A rerun on this store resumes from them."""
+        folders = [*(self.root / "work").glob("*"), *self.cache_dir.glob("*/*.partial")]
+        return sorted(f for f in folders if f.is_dir() and any(f.rglob("*.pt")))
+
     @property
     def tables_dir(self) -> Path:
         return self.root / "tables"

@@ -174,20 +174,26 @@ def test_an_unknown_timm_model_is_rejected_before_anything_runs(tmp_path):
 def test_sigterm_ends_like_ctrl_c_with_143_and_nothing_corrupt(tmp_path):
     from conftest import all_records_valid, write_grid
 
-    grid = write_grid(tmp_path, dense_epochs=3, sparse_epochs=3)
+    # long retraining, so that the stop comes with a cell part-way through its epochs
+    grid = write_grid(tmp_path, sparsities=(0.5,), dense_epochs=3, sparse_epochs=20)
     results = tmp_path / "r"
     proc = subprocess.Popen([sys.executable, "-m", "bench.run", "--no-progress", "--grid", str(grid),
                              "--results", str(results)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    while time.time() < deadline and len(list((results / "records").glob("*.json"))
-                                            if (results / "records").exists() else []) < 1:
+    while time.time() < deadline and not (list(results.glob("records/*.json"))
+                                          and list(results.glob("work/*/*.pt"))):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
-    assert err.strip().splitlines() == ["interrupted; finished cells are saved, run again to "
-                                        "continue"]
+    (cut,) = [p.parent for p in results.glob("work/*/*.pt")]
+    # the second line says where the cell cut short keeps its last epoch (a store moved
+    # without that folder starts it afresh)
+    assert err.strip().splitlines() == [
+        "interrupted; finished cells are saved, run again to continue",
+        f"kept: the last finished epoch of 1 unfinished phase(s), in {cut}; a run on this "
+        "store resumes them (take these folders along to resume elsewhere)"]
     before, leftovers = all_records_valid(results)
     assert before and not leftovers
     res = run_cli("bench.run", "--grid", grid, "--results", results, "--no-progress")

@@ -46,3 +46,16 @@ def test_records_get_the_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_unfinished_work_is_the_folders_holding_epoch_checkpoints(tmp_path):
+    """A cell's work folder and a shared phase's scratch folder count once they hold a
+    checkpoint; a folder with only a metrics log has nothing to resume."""
+    store = ResultStore(tmp_path)
+    for path in ("work/aaa/retrain.pt", "work/bbb/metrics.jsonl",
+                 "cache/dense-ce/0123.partial/dense.pt", "cache/dense-ce/0123.abc.pt"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(b"x")
+    assert store.unfinished_work() == [tmp_path / "cache/dense-ce/0123.partial",
+                                       tmp_path / "work/aaa"]
+    assert ResultStore(tmp_path / "empty").unfinished_work() == []
