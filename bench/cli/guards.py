@@ -2,8 +2,9 @@
 
 Everything here runs before a cell does: a bad `--results`, `--device` or model name is one line
 and exit 2 (via UsageError), also for `--dry-run`. During the run, SIGTERM (what `kill` and
-schedulers send) ends it like Ctrl-C, with one line and exit 143 (and a second naming the
-folders where phases cut short keep their last finished epoch), and a full results file system
+schedulers send) ends it like Ctrl-C, with one line and exit 143 (and, where phases were cut
+short, a second naming the folders that keep their last finished epoch; not for --executor
+slurm, whose jobs go on), and a full results file system
 ends it with one line naming the file (exit 1): finished records are whole, and a rerun after
 space is freed completes the grid.
 """
@@ -14,6 +15,8 @@ import signal
 import sys
 from pathlib import Path
 from typing import Callable, Iterable
+
+from filelock import FileLock, Timeout
 
 from bench.cli.arguments import check_device_name
 from bench.registry import UsageError
@@ -83,12 +86,36 @@ def run_guarded(run: Callable[[Callable, argparse.Namespace], int],
 def say_kept_work(results: str | Path) -> None:
     """After a stop, where the phases cut short keep their last finished epoch: the next run on
     this store resumes from there, and a store moved to another machine without these folders
-    (they are not records, so a committed study leaves them out) starts those phases afresh."""
-    kept = ResultStore(results).unfinished_work()
+    (they are not records, so a committed study leaves them out) starts those phases afresh.
+    Folders of finished cells and of work still running (its lock held: a local executor's
+    worker finishing its cell, another bench.run on the store) are left out."""
+    store = ResultStore(results)
+
+    def resumable(folder: Path) -> bool:
+        if folder.suffix == ".partial":  # a shared phase: <cache>/<kind>/<digest>.partial
+            return not _held(folder.with_suffix(".lock"))
+        return not store.is_done(folder.name) and not _held(store.lock_path(folder.name))
+
+    kept = [f for f in store.unfinished_work() if resumable(f)]
     if kept:
-        print(f"kept: the last finished epoch of {len(kept)} unfinished phase(s), in "
-              f"{', '.join(str(p) for p in kept)}; a run on this store resumes them (take "
-              "these folders along to resume elsewhere)", file=sys.stderr)
+        print(f"kept: epoch checkpoints in {len(kept)} folder(s), {', '.join(map(str, kept))}; "
+              "a run on this store resumes from them (take these folders along to resume "
+              "elsewhere)", file=sys.stderr)
+
+
+def _held(lock_path: Path) -> bool:
+    """Whether another process holds this file lock now (a missing lock file is not held)."""
+    if not lock_path.exists():
+        return False
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    except OSError:  # no flock on this file system (bench.store.cache._lock): cannot tell
+        return False
+    lock.release()
+    return False
 
 
 def check_data_fits(cells: Iterable, args: argparse.Namespace, device: str) -> None:

@@ -83,8 +83,14 @@ class ResultStore:
     def unfinished_work(self) -> list[Path]:
         """Folders holding the epoch checkpoints of phases cut short: a cell's work folder, a
         shared phase's scratch folder in the cache. A rerun on this store resumes from them."""
+        def has_checkpoint(folder: Path) -> bool:
+            try:
+                return folder.is_dir() and any(folder.rglob("*.pt"))
+            except OSError:  # removed meanwhile by the process that finished it
+                return False
+
         folders = [*(self.root / "work").glob("*"), *self.cache_dir.glob("*/*.partial")]
-        return sorted(f for f in folders if f.is_dir() and any(f.rglob("*.pt")))
+        return sorted(f for f in folders if has_checkpoint(f))
 
     @property
     def tables_dir(self) -> Path:

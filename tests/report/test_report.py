@@ -312,9 +312,9 @@ def test_a_report_names_no_absolute_path_and_its_command_remakes_it(tmp_path):
     assert (out / "report.md").read_text() == first
 
 
-def test_records_csv_says_what_hardware_ran_each_cell(tmp_path):
+def test_each_cell_row_says_what_hardware_ran_it(tmp_path):
     """A study spread over hosts (seeds on an AVX512 machine, another seed on an AVX2 one)
-    shows in records.csv which cell ran where; records from before the field read empty."""
+    shows in the cell rows (records.csv) which cell ran where; older records read empty."""
     from bench.report.data import load_report_data
 
     grid = make_grid()

@@ -175,7 +175,7 @@ def test_sigterm_ends_like_ctrl_c_with_143_and_nothing_corrupt(tmp_path):
     from conftest import all_records_valid, write_grid
 
     # long retraining, so that the stop comes with a cell part-way through its epochs
-    grid = write_grid(tmp_path, sparsities=(0.5,), dense_epochs=3, sparse_epochs=20)
+    grid = write_grid(tmp_path, sparsities=(0.5,), dense_epochs=3, sparse_epochs=30)
     results = tmp_path / "r"
     proc = subprocess.Popen([sys.executable, "-m", "bench.run", "--no-progress", "--grid", str(grid),
                              "--results", str(results)], cwd=ROOT, stdout=subprocess.PIPE,
@@ -187,17 +187,51 @@ def test_sigterm_ends_like_ctrl_c_with_143_and_nothing_corrupt(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
-    (cut,) = [p.parent for p in results.glob("work/*/*.pt")]
+    (cut,) = ResultStore(results).unfinished_work()
+    assert cut.parent.name == "work"
     # the second line says where the cell cut short keeps its last epoch (a store moved
     # without that folder starts it afresh)
     assert err.strip().splitlines() == [
         "interrupted; finished cells are saved, run again to continue",
-        f"kept: the last finished epoch of 1 unfinished phase(s), in {cut}; a run on this "
-        "store resumes them (take these folders along to resume elsewhere)"]
+        f"kept: epoch checkpoints in 1 folder(s), {cut}; a run on this store resumes from "
+        "them (take these folders along to resume elsewhere)"]
     before, leftovers = all_records_valid(results)
     assert before and not leftovers
     res = run_cli("bench.run", "--grid", grid, "--results", results, "--no-progress")
     assert res.returncode == 0 and f"{len(before)} already done" in res.stdout
+
+
+def test_the_kept_line_leaves_out_finished_cells_and_work_still_running(tmp_path, capsys):
+    """Only folders a rerun would resume: not a finished cell's (killed before its clean-up),
+    not one whose lock is held (a local worker finishing its cell, another bench.run)."""
+    from filelock import FileLock
+
+    from bench.cli.guards import say_kept_work
+
+    store = ResultStore(tmp_path)
+    done = RunConfig(method="magnitude", sparsity=0.5, **TINY)
+    store.write({"id": done.id, "label": "magnitude", "status": "ok", "config": done.to_dict(),
+                 "accuracy": {"test": 0.5}})
+    folders = {name: tmp_path / path for name, path in [
+        ("cut", "work/aaa"), ("done", f"work/{done.id}"), ("running", "work/ccc"),
+        ("cut phase", "cache/dense-ce/d1.partial"), ("running phase", "cache/dense-ce/d2.partial")]}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+        (folder / "dense.pt").write_bytes(b"x")
+    store.lock_path("ccc").parent.mkdir(parents=True)
+    held = [FileLock(str(store.lock_path("ccc"))), FileLock(str(tmp_path / "cache/dense-ce/d2.lock"))]
+    for lock in held:
+        lock.acquire()
+    try:
+        say_kept_work(tmp_path)
+    finally:
+        for lock in held:
+            lock.release()
+    err = capsys.readouterr().err
+    assert err.startswith("kept: epoch checkpoints in 2 folder(s), "), err
+    assert f"{folders['cut phase']}, {folders['cut']};" in err
+    say_kept_work(tmp_path / "nothing here")
+    assert capsys.readouterr().err == ""
 
 
 def test_data_that_cannot_fit_the_device_is_one_line_before_training(monkeypatch):
