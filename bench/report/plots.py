@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -311,7 +312,10 @@ def training_curves(curves: "pd.DataFrame", dataset: str, shared: Sequence[str] 
             ax.set_xlabel("epoch", fontsize=8)
             ax.set_ylabel("val. accuracy (%)", fontsize=8)
             if any(len(names) > 1 for names, _ in lines):
-                ax.legend(fontsize=6, loc="lower right", frameon=False)
+                # four or five merged rows make one label wider than the panel: wrap it
+                handles, labels = ax.get_legend_handles_labels()
+                ax.legend(handles, [textwrap.fill(lab, 34) for lab in labels], fontsize=6,
+                          loc="lower right", frameon=False)
         for ax in list(axes.flat)[len(slots):]:
             ax.set_visible(False)
         handles = [plt.Line2D([], [], color=colors[r], label=r) for r in rows]

@@ -380,6 +380,23 @@ def test_training_curves_merge_rows_that_share_a_curve():
     assert not panels["finetune (sparsity 90 %)"].patches  # no window given, nothing shaded
 
 
+def test_training_curves_legend_of_many_merged_rows_stays_inside_its_panel():
+    import pandas as pd
+
+    from bench.report import plots
+
+    rows = ["magnitude", "magnitude-kd", "random[match=tg-oneshot]", "dense"]
+    curves = pd.DataFrame([{"row": r, "dataset": "d", "sparsity": 0.0 if r == "dense" else 0.9,
+                            "seed": 0, "phase": "dense", "epoch": e + 1, "val_acc": v}
+                           for r in rows for e, v in enumerate([30, 50, 60])])
+    fig = plots.training_curves(curves, "d", shared={"dense"})
+    ax = next(a for a in fig.axes if a.get_visible() and a.get_legend())
+    assert [ln.get_label() for ln in ax.lines] == [" = ".join(rows)]  # one merged line
+    renderer = fig.canvas.get_renderer()
+    legend, panel = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert panel.x0 <= legend.x0 and legend.x1 <= panel.x1
+
+
 def test_training_curves_rounds_do_not_push_other_phases_out():
     import pandas as pd
 
